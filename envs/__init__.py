@@ -1,0 +1,50 @@
+"""Simulated worlds: the MuJoCo tabletop manipulation environment and adapters for any Gymnasium env."""
+
+from runtime.headless import use_headless_backends
+
+# Before gymnasium/mujoco are imported: they pick their GL backend at import time.
+use_headless_backends()
+
+import gymnasium  # noqa: E402
+
+ENV_IDS = {"reach": "Manipulation-Reach-v0", "push": "Manipulation-Push-v0"}
+
+for _task, _env_id in ENV_IDS.items():
+    if _env_id not in gymnasium.registry:
+        gymnasium.register(
+            _env_id, entry_point="envs.manipulation_v0:ManipulationEnv", kwargs={"task": _task}
+        )
+
+
+def make(env: str = "manipulation", task: str | None = None, image_size: int = 64, **kwargs) -> gymnasium.Env:
+    """Build a simulated world by its command-line name.
+
+    `manipulation` is our MuJoCo tabletop (task `push` by default, or `reach`); `gym:<id>` is any
+    registered Gymnasium env with rgb_array rendering (e.g. `gym:Pusher-v5`), wrapped by `GymStreams`.
+    """
+    if env == "manipulation":
+        task = task or "push"
+        if task not in ENV_IDS:
+            raise ValueError(
+                f"unknown task {task!r} for --env manipulation; valid tasks: {', '.join(ENV_IDS)}"
+            )
+        return gymnasium.make(ENV_IDS[task], image_size=image_size, **kwargs)
+    if env.startswith("gym:"):
+        if task is not None:
+            raise ValueError(f"--task applies to --env manipulation only, not {env!r}")
+        env_id = env[len("gym:") :]
+        if env_id not in gymnasium.registry:
+            close = [k for k in gymnasium.registry if env_id.lower().split("-")[0] in k.lower()][:10]
+            hint = f" Similar ids: {', '.join(close)}." if close else ""
+            raise ValueError(
+                f"unknown Gymnasium env id {env_id!r}.{hint} Any id in gymnasium.registry works."
+            )
+        from envs.gym_streams import GymStreams, is_mujoco_env
+
+        if is_mujoco_env(env_id):  # render straight at the stream's size instead of 480x480 then resizing
+            kwargs = {"width": image_size, "height": image_size, **kwargs}
+        return GymStreams(gymnasium.make(env_id, render_mode="rgb_array", **kwargs), image_size=image_size)
+    raise ValueError(
+        f"unknown env {env!r}; valid: 'manipulation' (tasks: {', '.join(ENV_IDS)}) or "
+        f"'gym:<Gymnasium id>', e.g. 'gym:Pusher-v5'"
+    )

@@ -1,0 +1,49 @@
+"""Benchmarks on the machine they run on: `python -m launch.bench env --json results/env.json`.
+
+Each benchmark prints a table and, with `--json PATH`, writes a report whose `results` hold the keys its
+issue names, with the targets, whether each was met, and the machine it ran on.
+"""
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import tyro
+
+from runtime.benchmarks.env import EnvBenchConfig
+
+
+@dataclass
+class EnvBench(EnvBenchConfig):
+    """Simulator speed (physics, 64x64 camera, 10 Hz control steps) and scripted-expert success rates."""
+
+    json: Path | None = None
+    """Write the report here."""
+
+
+def run_env(cmd: EnvBench) -> int:
+    from runtime.benchmarks import env
+
+    config = EnvBenchConfig(**{k: v for k, v in vars(cmd).items() if k != "json"})
+    return _finish(env.run(config), cmd.json)
+
+
+def _finish(report, json_path: Path | None) -> int:
+    report.print_table()
+    if json_path is not None:
+        report.write_json(json_path)
+        print(f"wrote {json_path}")
+    return 0
+
+
+COMMANDS = {"env": EnvBench}
+RUNNERS = {EnvBench: run_env}
+
+
+def main(argv: list[str] | None = None) -> int:
+    cmd = tyro.extras.subcommand_cli_from_dict(COMMANDS, args=argv, description=__doc__)
+    return RUNNERS[type(cmd)](cmd)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

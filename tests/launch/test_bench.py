@@ -1,0 +1,51 @@
+"""Smoke test: `python -m launch.bench env` writes the JSON report the Foundation issue names."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+KEYS = {
+    "physics_steps_per_s",
+    "render_fps_64",
+    "control_steps_per_s",
+    "expert_success_reach",
+    "expert_success_push",
+}
+
+
+def test_bench_env_writes_report_with_issue_keys(tmp_path):
+    """The report has every named key with a positive figure, the targets, and the machine it ran on."""
+    out = tmp_path / "env.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "launch.bench",
+            "env",
+            "--json",
+            str(out),
+            "--seeds",
+            "2",
+            "--physics-seconds",
+            "2",
+            "--render-frames",
+            "50",
+            "--control-steps",
+            "30",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["benchmark"] == "env"
+    assert KEYS <= set(report["results"])
+    assert all(report["results"][k] > 0 for k in KEYS - {"expert_success_reach", "expert_success_push"})
+    assert 0 <= report["results"]["expert_success_push"] <= 1
+    assert report["targets"]["physics_steps_per_s"] == {"op": ">=", "value": 40000}
+    assert report["machine"]["cores"] >= 1
+    assert "physics_steps_per_s" in proc.stdout  # the table for people
