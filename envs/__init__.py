@@ -1,10 +1,19 @@
 """Simulated worlds: the MuJoCo tabletop manipulation environment and adapters for any Gymnasium env."""
 
-from runtime.headless import use_headless_backends
+import os
+
+from runtime.headless import GL_BACKENDS_HELP, use_headless_backends
 
 # Before gymnasium/mujoco are imported: they pick their GL backend at import time.
 use_headless_backends()
 
+try:
+    import mujoco  # noqa: E402, F401
+except Exception as exc:  # e.g. MUJOCO_GL=osmesa without libOSMesa fails inside mujoco's own import
+    raise ImportError(
+        f"mujoco failed to import with MUJOCO_GL={os.environ.get('MUJOCO_GL', '<unset>')}: "
+        f"{exc!r}. {GL_BACKENDS_HELP}"
+    ) from exc
 import gymnasium  # noqa: E402
 
 ENV_IDS = {"reach": "Manipulation-Reach-v0", "push": "Manipulation-Push-v0"}

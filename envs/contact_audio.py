@@ -66,12 +66,7 @@ class ContactMicrophone:
             mat = MATERIALS[name]
             t = np.arange(int(5 * mat.decay_s * sample_rate_hz)) / sample_rate_hz
             self._responses.append(
-
-                    sensitivity_per_ns
-                    * mat.gain
-                    * np.exp(-t / mat.decay_s)
-                    * np.sin(2 * np.pi * mat.ring_hz * t)
-
+                sensitivity_per_ns * mat.gain * np.exp(-t / mat.decay_s) * np.sin(2 * np.pi * mat.ring_hz * t)
             )
         self._tail_len = max(len(r) for r in self._responses)
         # A view into MjData's sensor buffer (fixed for the data's lifetime): no per-step lookup or copy.

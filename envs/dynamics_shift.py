@@ -26,7 +26,10 @@ class DynamicsShift:
 
 
 class ShiftableModel:
-    """Owns the nominal copies of every parameter a shift touches, so reverting is exact (not a division)."""
+    """Owns the nominal copies of every parameter a shift touches, so reverting is exact (not a division).
+
+    A shift stays in force across `reset` until reverted, so an experiment can span episodes.
+    """
 
     def __init__(self, model: mujoco.MjModel, cube_body: str, arm_actuators: tuple[str, ...]):
         self.model = model
@@ -38,6 +41,7 @@ class ShiftableModel:
         self._gain = model.actuator_gainprm[self._arm, 0].copy()
         self._bias = model.actuator_biasprm[self._arm, 1:3].copy()
         self._forcerange = model.actuator_forcerange[self._arm].copy()
+        self._scratch = mujoco.MjData(model)
         self.shift = DynamicsShift(action_sign=(1.0,) * len(arm_actuators))
 
     def apply(self, shift: DynamicsShift) -> None:
@@ -50,6 +54,10 @@ class ShiftableModel:
         m.actuator_gainprm[self._arm, 0] = self._gain * shift.actuator_gain_scale
         m.actuator_biasprm[self._arm, 1:3] = self._bias * shift.actuator_gain_scale
         m.actuator_forcerange[self._arm] = self._forcerange * shift.actuator_gain_scale
+        # Derived constants (body/dof inverse weights that scale the contact solver, actuator_acc0...) must
+        # follow the new mass, or pushing a heavier cube launches it. mj_setConst overwrites the MjData it
+        # is given, hence a scratch one: the simulation's own state is untouched.
+        mujoco.mj_setConst(m, self._scratch)
         self.shift = shift
 
     def revert(self) -> None:

@@ -71,6 +71,8 @@ class ScriptedExpert:
 
     def act(self, obs: dict) -> np.ndarray:
         env = self.env
+        if self._ee_command is None:
+            self._ee_command = np.asarray(obs["ee"], dtype=float)
         if env.task == "reach":
             return self._move_to(np.asarray(obs["goal"], float), gripper=-1.0)
         return self._push(obs)
@@ -79,8 +81,6 @@ class ScriptedExpert:
         """Step along a straight line toward `ee_target`; joint moves are scaled together, not clipped
         one by one, so the hand does not swerve (into the cube) on the way."""
         env = self.env
-        if self._ee_command is None:
-            self._ee_command = env.data.site_xpos[self.ik._ee].copy()
         step = ee_target - self._ee_command
         length = np.linalg.norm(step)
         if length > EE_STEP_M:

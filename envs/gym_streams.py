@@ -6,6 +6,8 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
+from envs.rendering import check_image_size
+
 
 def is_mujoco_env(env_id: str) -> bool:
     """True for Gymnasium's own MuJoCo envs (Pusher, Reacher, Ant...), which take `width`/`height`."""
@@ -13,7 +15,7 @@ def is_mujoco_env(env_id: str) -> bool:
     return isinstance(entry, str) and entry.startswith("gymnasium.envs.mujoco")
 
 
-class GymStreams(gym.ObservationWrapper):
+class GymStreams(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """Observation becomes `{"image": (S, S, 3) uint8, "joint": (D,) float32}`.
 
     `image` is the env's own `render()` resized to S x S; `joint` is the env's flattened observation, which
@@ -24,6 +26,8 @@ class GymStreams(gym.ObservationWrapper):
     has_audio = False
 
     def __init__(self, env: gym.Env, image_size: int = 64):
+        check_image_size("image_size", image_size)
+        gym.utils.RecordConstructorArgs.__init__(self, image_size=image_size)
         if env.render_mode != "rgb_array":
             raise ValueError(
                 f"{env.spec.id if env.spec else env} must be made with render_mode='rgb_array', "

@@ -10,11 +10,12 @@ from gymnasium import spaces
 from envs import manipulation_constants as C
 from envs.contact_audio import ContactMicrophone
 from envs.dynamics_shift import DynamicsShift, ShiftableModel
-from envs.rendering import CameraRenderer
+from envs.rendering import CameraRenderer, check_image_size
 
 TASKS = ("reach", "push")
 ACTION_MODES = ("delta", "absolute")
 AUDIO_CHUNK_S = 0.01
+SETTLE_STEPS = 50  # 0.1 s of physics at reset for a cube placed on the table
 
 
 def _polar(radius: float, bearing: float) -> np.ndarray:
@@ -41,7 +42,7 @@ class ManipulationEnv(gym.Env):
         image   (S, S, 3) uint8    RGB from the fixed `front` camera (S = `image_size`, default 64);
                                    absent when `observe_image=False`.
         joint   (10,) float32      positions then velocities of the 4 arm joints and the gripper opening
-                                   (sum of both finger slides, m).
+                                   (gap between the finger pads, m: 0 closed, 0.058 open).
         ee      (3,) float32       end-effector position (between the finger pads), world frame, m.
         object  (7,) float32       cube position (m) and orientation quaternion (w, x, y, z).
         goal    (3,) float32       goal position, m.
@@ -86,8 +87,11 @@ class ManipulationEnv(gym.Env):
             raise ValueError(
                 f"`render_mode` must be None or one of {self.metadata['render_modes']}, got {render_mode!r}"
             )
-        if not (isinstance(image_size, int) and 8 <= image_size <= 1024):
-            raise ValueError(f"`image_size` must be an int between 8 and 1024, got {image_size!r}")
+        check_image_size("image_size", image_size)
+        if not (isinstance(render_size, tuple | list) and len(render_size) == 2):
+            raise ValueError(f"`render_size` must be (height, width), got {render_size!r}")
+        for side in render_size:
+            check_image_size("render_size", side, largest=4096)
         period_s = 1.0 / control_hz if control_hz > 0 else math.inf
         chunks = period_s / AUDIO_CHUNK_S
         if not (math.isfinite(chunks) and abs(chunks - round(chunks)) < 1e-9 and round(chunks) >= 1):
@@ -189,6 +193,12 @@ class ManipulationEnv(gym.Env):
         d.qpos[self._cube_qpos + 3 : self._cube_qpos + 7] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
         d.mocap_pos[self._goal_mocap] = self.goal
         mujoco.mj_forward(m, d)
+        if cube[2] <= C.CUBE_HALF_M + 1e-3:
+            # A cube placed on the table lands on it within a few steps; settle that before the clock
+            # starts, so the first step does not hear it as an impact. A cube placed in the air still falls.
+            mujoco.mj_step(m, d, nstep=SETTLE_STEPS)
+            d.time = 0.0
+            mujoco.mj_forward(m, d)
         if self.microphone is not None:
             self.microphone.reset(int(rng.integers(2**31)))
         return self._observation(

@@ -5,11 +5,13 @@ import os
 import mujoco
 import numpy as np
 
-GL_BACKENDS_HELP = (
-    "Set MUJOCO_GL before starting Python (it is read when mujoco is first imported): "
-    "`MUJOCO_GL=egl` (headless, GPU or Mesa software), "
-    "`MUJOCO_GL=osmesa` (headless, pure software; needs libosmesa6), or `MUJOCO_GL=glfw` (with a display)."
-)
+from runtime.headless import GL_BACKENDS_HELP
+
+
+def check_image_size(name: str, value, largest: int = 1024) -> None:
+    """Refuse a camera size before any GL work; the message names the argument."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 8 <= value <= largest:
+        raise ValueError(f"`{name}` must be an int between 8 and {largest}, got {value!r}")
 
 
 class CameraRenderer:
@@ -19,9 +21,14 @@ class CameraRenderer:
     """
 
     def __init__(self, model: mujoco.MjModel, camera: str, height: int, width: int):
+        check_image_size("height", height, largest=4096)
+        check_image_size("width", width, largest=4096)
+        # The offscreen framebuffer is sized from the model; grow it (visual-only) to fit this camera.
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, height)
         try:
             self._renderer = mujoco.Renderer(model, height, width)
-        except Exception as exc:  # mujoco raises several types, all meaning "no usable GL context"
+        except Exception as exc:  # with the size checked, what is left means "no usable GL context"
             backend = os.environ.get("MUJOCO_GL", "<unset>")
             raise RuntimeError(
                 f"MuJoCo could not create an OpenGL context (MUJOCO_GL={backend}): {exc}. {GL_BACKENDS_HELP}"

@@ -2,6 +2,12 @@
 
 import os
 
+GL_BACKENDS_HELP = (
+    "Set MUJOCO_GL before starting Python (it is read when mujoco is first imported): "
+    "`MUJOCO_GL=egl` (headless, GPU or Mesa software), "
+    "`MUJOCO_GL=osmesa` (headless, pure software; needs libosmesa6), or `MUJOCO_GL=glfw` (with a display)."
+)
+
 
 def use_headless_backends() -> None:
     """On a machine with no display, render MuJoCo through EGL (GPU or Mesa software) and pygame offscreen.
