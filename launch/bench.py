@@ -11,6 +11,7 @@ from pathlib import Path
 import tyro
 
 from runtime.benchmarks.env import EnvBenchConfig
+from runtime.benchmarks.transport import TransportBenchConfig
 
 
 @dataclass
@@ -28,6 +29,21 @@ def run_env(cmd: EnvBench) -> int:
     return _finish(env.run(config), cmd.json)
 
 
+@dataclass
+class TransportBench(TransportBenchConfig):
+    """Capture-to-receive latency of camera frames between processes (ours vs bare pyzmq), audio rate."""
+
+    json: Path | None = None
+    """Write the report here."""
+
+
+def run_transport(cmd: TransportBench) -> int:
+    from runtime.benchmarks import transport
+
+    config = TransportBenchConfig(**{k: v for k, v in vars(cmd).items() if k != "json"})
+    return _finish(transport.run(config), cmd.json)
+
+
 def _finish(report, json_path: Path | None) -> int:
     report.print_table()
     if json_path is not None:
@@ -36,8 +52,8 @@ def _finish(report, json_path: Path | None) -> int:
     return 0
 
 
-COMMANDS = {"env": EnvBench}
-RUNNERS = {EnvBench: run_env}
+COMMANDS = {"env": EnvBench, "transport": TransportBench}
+RUNNERS = {EnvBench: run_env, TransportBench: run_transport}
 
 
 def main(argv: list[str] | None = None) -> int:
