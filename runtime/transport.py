@@ -1,19 +1,19 @@
 """ZeroMQ publisher and subscriber: queue policies, readiness handshake, heartbeats, loopback-or-CurveZMQ.
 
 A `Publisher` binds an XPUB socket. Seeing subscriptions lets it answer the readiness handshake: a
-`Subscriber` subscribes to its topics, then to a fresh `_ready/<nonce>` topic; ZeroMQ delivers subscriptions in
-order on a connection, so when the publisher sees the nonce, the topics before it are live, and it publishes a
-welcome on the nonce topic. A subscriber that got the welcome receives everything published after it (the
-fix for ZeroMQ's "slow joiner").
+`Subscriber` subscribes to its topics, then to a fresh `_ready/<nonce>` topic; ZeroMQ delivers subscriptions
+in order on a connection, so when the publisher sees the nonce, the topics before it are live, and it
+publishes a welcome on the nonce topic. A subscriber that got the welcome receives everything published
+after it (the fix for ZeroMQ's "slow joiner").
 
 Queue policies, per topic: `latest` topics (camera, proprioception) ride a SUB socket with a tiny receive
 high-water mark and are collapsed to the newest message per poll, so a stalled reader holds only a few frames;
 `lossless` topics (audio, actions, recording) ride a second SUB socket with a deep queue, and sequence gaps
 are counted.
 
-Heartbeats: every publisher sends `_hb/<source>` every `heartbeat_period_s` from `service()`, which a node calls
-every loop iteration; a subscriber declares the publisher lost after `LOST_AFTER_PERIODS` silent periods (so
-within 3 periods) and back at its next heartbeat.
+Heartbeats: every publisher sends `_hb/<source>` every `heartbeat_period_s` from `service()`, which a node
+calls every loop iteration; a subscriber declares the publisher lost after `LOST_AFTER_PERIODS` silent
+periods (so within 3 periods) and back at its next heartbeat.
 """
 
 import ipaddress
@@ -24,7 +24,7 @@ import time
 import urllib.parse
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,7 @@ LOST_AFTER_PERIODS = 2.5  # < 3: the subscriber must know within 3 heartbeat per
 _EMPTY = np.zeros(0, np.uint8)
 
 
-class Policy(str, Enum):
+class Policy(StrEnum):
     LATEST = "latest"
     LOSSLESS = "lossless"
 
@@ -66,7 +66,7 @@ def context() -> zmq.Context:
 
 # ----------------------------------------------------------------------------------------- endpoints
 def is_loopback(endpoint: str) -> bool:
-    """ipc:// and inproc:// never leave the machine; tcp:// is loopback only on 127.0.0.0/8, ::1, localhost."""
+    """ipc:// and inproc:// stay on this machine; tcp:// is loopback only on 127.0.0.0/8, ::1, localhost."""
     scheme, _, rest = endpoint.partition("://")
     if scheme in ("ipc", "inproc"):
         return True
@@ -261,7 +261,7 @@ class Subscriber:
         latest_rcvhwm: int = 4,  # frames a stalled reader may hold per latest-topic publisher
         lossless_rcvhwm: int = 10_000,  # 100 s of audio chunks before gaps appear
         curve: CurveClient | None = None,
-        limits: DecodeLimits = DecodeLimits(),
+        limits: DecodeLimits | None = None,
         ctx: zmq.Context | None = None,
     ):
         if not endpoints:
@@ -272,7 +272,7 @@ class Subscriber:
         self.stats = SubscriberStats()
         self.liveness: dict[str, PublisherLiveness] = {}
         self.events: deque[tuple[float, str, str]] = deque(maxlen=256)  # (time, source, "lost" | "back")
-        self._limits = limits
+        self._limits = limits or DecodeLimits()
         self._ctx = ctx or context()
         self._socks: dict[Policy, zmq.Socket] = {}
         used = {p for p in self.policies.values()} or {Policy.LATEST}
