@@ -25,19 +25,14 @@ for _task, _env_id in ENV_IDS.items():
         )
 
 
-def make(env: str = "manipulation", task: str | None = None, image_size: int = 64, **kwargs) -> gymnasium.Env:
-    """Build a simulated world by its command-line name.
-
-    `manipulation` is our MuJoCo tabletop (task `push` by default, or `reach`); `gym:<id>` is any
-    registered Gymnasium env with rgb_array rendering (e.g. `gym:Pusher-v5`), wrapped by `GymStreams`.
-    """
+def check_name(env: str, task: str | None = None) -> None:
+    """Refuse an unknown env or task (ValueError listing the valid ones) without building anything."""
     if env == "manipulation":
-        task = task or "push"
-        if task not in ENV_IDS:
+        if task is not None and task not in ENV_IDS:
             raise ValueError(
                 f"unknown task {task!r} for --env manipulation; valid tasks: {', '.join(ENV_IDS)}"
             )
-        return gymnasium.make(ENV_IDS[task], image_size=image_size, **kwargs)
+        return
     if env.startswith("gym:"):
         if task is not None:
             raise ValueError(f"--task applies to --env manipulation only, not {env!r}")
@@ -48,12 +43,25 @@ def make(env: str = "manipulation", task: str | None = None, image_size: int = 6
             raise ValueError(
                 f"unknown Gymnasium env id {env_id!r}.{hint} Any id in gymnasium.registry works."
             )
-        from envs.gym_streams import GymStreams, is_mujoco_env
-
-        if is_mujoco_env(env_id):  # render straight at the stream's size instead of 480x480 then resizing
-            kwargs = {"width": image_size, "height": image_size, **kwargs}
-        return GymStreams(gymnasium.make(env_id, render_mode="rgb_array", **kwargs), image_size=image_size)
+        return
     raise ValueError(
         f"unknown env {env!r}; valid: 'manipulation' (tasks: {', '.join(ENV_IDS)}) or "
         f"'gym:<Gymnasium id>', e.g. 'gym:Pusher-v5'"
     )
+
+
+def make(env: str = "manipulation", task: str | None = None, image_size: int = 64, **kwargs) -> gymnasium.Env:
+    """Build a simulated world by its command-line name.
+
+    `manipulation` is our MuJoCo tabletop (task `push` by default, or `reach`); `gym:<id>` is any
+    registered Gymnasium env with rgb_array rendering (e.g. `gym:Pusher-v5`), wrapped by `GymStreams`.
+    """
+    check_name(env, task)
+    if env == "manipulation":
+        return gymnasium.make(ENV_IDS[task or "push"], image_size=image_size, **kwargs)
+    from envs.gym_streams import GymStreams, is_mujoco_env
+
+    env_id = env[len("gym:") :]
+    if is_mujoco_env(env_id):  # render straight at the stream's size instead of 480x480 then resizing
+        kwargs = {"width": image_size, "height": image_size, **kwargs}
+    return GymStreams(gymnasium.make(env_id, render_mode="rgb_array", **kwargs), image_size=image_size)

@@ -221,6 +221,19 @@ class ManipulationEnv(gym.Env):
                 return cube, goal
 
     def step(self, action):
+        action, clipped = self.apply_action(action)
+        self.advance_physics(self.n_substeps)
+        audio = self.microphone.pull() if self.microphone is not None else None
+        obs = self._observation(audio)
+        terms, success = self._reward_terms(action)
+        terminated, truncated = self.episode_end()
+        info = self._info(terms, success, clipped=bool(np.any(clipped != action)))
+        return obs, float(sum(terms.values())), terminated, truncated, info
+
+    # The pieces of `step`, public for streaming use (the sim node applies actions whenever they arrive and
+    # publishes each sensor at its own rate, so it cannot use the lock-step `step`).
+    def apply_action(self, action) -> tuple[np.ndarray, np.ndarray]:
+        """Validate and apply an action to the servos' targets; returns (action, clipped action)."""
         action = self._check_action(action)
         clipped = np.clip(action, self.action_space.low, self.action_space.high)
         sign = self.shifts.action_sign
@@ -232,16 +245,27 @@ class ManipulationEnv(gym.Env):
         self.arm_target = np.clip(target, self.joint_low, self.joint_high)
         self.gripper_command = float(clipped[4])
         self._write_ctrl()
+        return action, clipped
 
-        self.advance_physics(self.n_substeps)
-        audio = self.microphone.pull() if self.microphone is not None else None
-        obs = self._observation(audio)
-        terms, success = self._reward_terms(action)
+    def episode_end(self) -> tuple[bool, bool]:
+        """(terminated, truncated) for the current state."""
         cube_z = self.data.qpos[self._cube_qpos + 2]
         terminated = bool(self.task == "push" and cube_z < -0.05)
         truncated = bool(self.data.time >= self.episode_seconds - 1e-9)
-        info = self._info(terms, success, clipped=bool(np.any(clipped != action)))
-        return obs, float(sum(terms.values())), terminated, truncated, info
+        return terminated, truncated
+
+    def success(self) -> bool:
+        return self._reward_terms(np.zeros(self.action_space.shape))[1]
+
+    def state(self) -> dict:
+        """Proprioception and task state (no camera, no audio) as float32 arrays."""
+        return self._observation(None, image=False)
+
+    def render_camera(self) -> np.ndarray:
+        """The policy camera's current image, (S, S, 3) uint8."""
+        if self._camera is None:
+            raise RuntimeError("this env was made with observe_image=False: it has no camera")
+        return self._camera.render(self.data)
 
     def advance_physics(self, n_steps: int) -> None:
         """Step the physics `n_steps` times at 500 Hz, feeding the contact microphone after each step."""
@@ -273,7 +297,7 @@ class ManipulationEnv(gym.Env):
         d.ctrl[self._finger_ctrl] = (self.gripper_command + 1.0) / 2.0 * C.FINGER_CLOSED_M
 
     # ------------------------------------------------------------------ observation, reward
-    def _observation(self, audio: np.ndarray | None) -> dict:
+    def _observation(self, audio: np.ndarray | None, image: bool = True) -> dict:
         d = self.data
         fq = d.qpos[self._finger_qpos]
         opening = 2 * C.FINGER_CLOSED_M - fq.sum()  # distance the fingers can still close, m
@@ -286,7 +310,7 @@ class ManipulationEnv(gym.Env):
             "object": d.qpos[self._cube_qpos : self._cube_qpos + 7].astype(np.float32),
             "goal": self.goal.astype(np.float32),
         }
-        if self._camera is not None:
+        if self._camera is not None and image:
             obs["image"] = self._camera.render(d)
         if audio is not None:
             obs["audio"] = audio

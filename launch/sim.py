@@ -1,18 +1,20 @@
-"""Run the simulated robot: `python -m launch.sim --env manipulation --seconds 20 --save-video run.mp4`.
+"""Run the simulated robot as a graph of processes: `python -m launch.sim --env manipulation --seconds 20`.
 
-The MuJoCo tabletop arm (task `push` by default, `--task reach`) is driven by its scripted inverse-kinematics
-expert at the env's control rate, in real time, with a live one-line status (physics steps/s, episode,
-reward, success). `--env gym:Pusher-v5` (or any Gymnasium id with rgb_array rendering) runs that env with
-random actions instead. Ctrl-C stops it and still prints the summary.
+Starts the node graph `launch/graphs/sim.yaml` (sim -> expert -> actuator -> sim over ZeroMQ; each node its
+own process, supervised and restarted on a crash) and shows a live dashboard: per-stream rate and staleness,
+node liveness, restarts, episodes and successes. The scripted IK expert acts until the world model and planner
+arrive. `--env gym:Pusher-v5` (any Gymnasium id with rgb_array rendering) runs `sim_gym.yaml` instead: camera
+and joint streams, random actions. Ctrl-C stops every process within 2 s and prints the summary.
 """
 
 import logging
 import sys
+import time
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import gymnasium
 import numpy as np
 import tyro
 from rich.console import Console
@@ -20,7 +22,9 @@ from rich.live import Live
 from rich.table import Table
 
 import envs
-from runtime.latency import LoopTimer
+from runtime.graph import Graph, GraphError, load_graph
+from runtime.supervisor import Supervisor
+from runtime.transport import Policy, Subscriber
 from runtime.video import VideoWriter
 
 log = logging.getLogger("launch.sim")
@@ -45,6 +49,10 @@ class SimConfig:
     """Seed of the first episode; episode i uses seed + i."""
     image_size: int = 64
     """Camera resolution (square) of the image stream."""
+    graph: Path | None = None
+    """Node graph YAML (default: launch/graphs/sim.yaml, or sim_gym.yaml for gym:<id>)."""
+    logs: Path | None = None
+    """Directory for each node's log file (default: a temporary run directory)."""
 
     def __post_init__(self):
         if self.seconds is not None and not self.seconds > 0:
@@ -53,159 +61,148 @@ class SimConfig:
             raise ValueError(f"`speed` must be >= 0, got {self.speed}")
 
 
-def _status(
-    episode: int,
-    step: int,
-    reward: float,
-    successes: int,
-    finished: int,
-    physics_rate: float,
-    control_rate: float,
-    busy: float,
-    audio: str,
-) -> str:
-    rate = f"{physics_rate:,.0f} physics steps/s" if physics_rate else f"{control_rate:,.1f} env steps/s"
-    done = f"{successes}/{finished} succeeded" if finished else "none finished"
-    return (
-        f"{rate} ({control_rate:4.1f} Hz control, loop busy {busy:4.0%}) | episode {episode} "
-        f"step {step:3d} | reward {reward:+8.2f} | {done} | audio {audio}"
-    )
+class StreamMonitor:
+    """Per-topic rate (from capture timestamps) and staleness, for the dashboard."""
+
+    def __init__(self, graph: Graph, run_dir: Path):
+        topics = {
+            t: (Policy.LOSSLESS if spec.policy is Policy.LOSSLESS else Policy.LATEST)
+            for t, (_, spec) in graph.topics.items()
+        }
+        endpoints = sorted({graph.publisher_endpoint(t, run_dir) for t in topics})
+        self.subscriber = Subscriber(endpoints, topics, name="launch.sim")
+        self.graph = graph
+        self.captures: dict[str, deque] = defaultdict(lambda: deque(maxlen=400))
+        self.last_capture: dict[str, int] = {}
+        self.episodes = self.successes = 0
+        self.audio_peak = 0.0
+        self.frames: list[np.ndarray] = []
+
+    def poll(self, timeout_s: float) -> None:
+        for msg in self.subscriber.poll(timeout_s):
+            self.captures[msg.topic].append(msg.capture_ns)
+            self.last_capture[msg.topic] = msg.capture_ns
+            if msg.topic == "sim/episode":
+                self.episodes += 1
+                self.successes += bool(msg.data[1])
+            elif msg.kind == "audio":
+                self.audio_peak = max(self.audio_peak * 0.9, float(np.abs(msg.data).max()))
+            elif msg.topic == "sim/camera":
+                self.frames.append(np.array(msg.data))
+
+    def rate_hz(self, topic: str) -> float:
+        stamps = self.captures.get(topic)
+        if not stamps or len(stamps) < 2:
+            return 0.0
+        window = [s for s in stamps if s >= stamps[-1] - 2_000_000_000]  # last 2 s of capture time
+        span = (window[-1] - window[0]) / 1e9
+        return (len(window) - 1) / span if span > 0 else 0.0
+
+    def table(self, supervisor: Supervisor, elapsed_s: float) -> Table:
+        now = time.monotonic_ns()
+        audio = any(spec.kind == "audio" for _, spec in self.graph.topics.values())
+        table = Table(
+            title=f"{self.graph.name}: {elapsed_s:5.1f} s, {self.episodes} episodes, "
+            f"{self.successes} succeeded, " + (f"audio peak {self.audio_peak:.3f}" if audio else "no audio")
+        )
+        for column in ("stream", "publisher", "rate Hz", "nominal", "age ms", "gaps", "node"):
+            table.add_column(column, justify="left" if column in ("stream", "publisher", "node") else "right")
+        live = self.subscriber.liveness
+        for topic, (node, spec) in self.graph.topics.items():
+            last = self.last_capture.get(topic)
+            age = f"{(now - last) / 1e6:.0f}" if last else "-"
+            stats = self.subscriber.stats.topics.get(topic)
+            proc = supervisor.nodes[node]
+            status = (
+                "down" if proc.given_up else ("up" if live.get(node) and live[node].alive else "starting")
+            )
+            if proc.restarts:
+                status += f" ({proc.restarts} restarts)"
+            table.add_row(
+                topic,
+                node,
+                f"{self.rate_hz(topic):.1f}",
+                f"{spec.rate_hz:g}",
+                age,
+                str(stats.gaps if stats else 0),
+                status,
+            )
+        return table
+
+    def close(self) -> None:
+        self.subscriber.close()
 
 
-@dataclass
-class World:
-    env: object
-    policy: object
-    policy_name: str
-    expert: object | None
-    video: VideoWriter | None
-    first_obs: dict
-    control_hz: float
-    substeps: int
+def prepare(cfg: SimConfig) -> tuple[Graph, dict]:
+    """Everything that can refuse bad input, before any process starts."""
+    envs.check_name(cfg.env, cfg.task)
+    manipulation = cfg.env == "manipulation"
+    graph = load_graph(cfg.graph or ("sim" if manipulation else "sim_gym"))
+    sim = {"env": cfg.env, "seed": cfg.seed, "image_size": cfg.image_size, "speed": cfg.speed}
+    params = {"sim": sim}
+    if manipulation:
+        sim["task"] = params.setdefault("expert", {})["task"] = cfg.task or "push"
+    if cfg.save_video is not None:
+        VideoWriter(cfg.save_video, fps=30, scale=cfg.video_scale)  # checks the path; writes nothing yet
+    return graph, params
 
 
-def build(cfg: SimConfig) -> World:
-    """Everything that can refuse bad input, before the loop starts."""
-    env = envs.make(cfg.env, cfg.task, image_size=cfg.image_size)
-    base = env.unwrapped
-    control_hz = float(base.metadata.get("render_fps") or 10.0)
-    if cfg.env == "manipulation":
-        from envs.expert import ScriptedExpert
-
-        expert = ScriptedExpert(env)
-        policy, policy_name = expert.act, "scripted IK expert"
-    else:
-        expert = None
-        env.action_space.seed(cfg.seed)
-        policy, policy_name = (lambda _obs: env.action_space.sample()), "random actions"
-    try:
-        first_obs, _ = env.reset(seed=cfg.seed)  # the first render happens here: missing GL or renderer deps
-        video = VideoWriter(cfg.save_video, fps=control_hz, scale=cfg.video_scale) if cfg.save_video else None
-    except Exception:
-        env.close()
-        raise
-    return World(
-        env, policy, policy_name, expert, video, first_obs, control_hz, getattr(base, "n_substeps", 0)
-    )
-
-
-def main(cfg: SimConfig, world: World) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def main(cfg: SimConfig, graph: Graph, params: dict) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     console = Console(stderr=True)
-    env, policy, expert, video = world.env, world.policy, world.expert, world.video
-    control_hz, substeps = world.control_hz, world.substeps
+    supervisor = Supervisor(graph, params=params, log_dir=cfg.logs)
+    if cfg.logs is not None:
+        cfg.logs.mkdir(parents=True, exist_ok=True)
+    monitor = StreamMonitor(graph, supervisor.run_dir)
     console.print(
-        f"[bold]{env.spec.id if env.spec else cfg.env}[/] driven by {world.policy_name} at "
-        f"{control_hz:g} Hz, speed x{cfg.speed:g}"
-        + (f", {cfg.seconds:g} s" if cfg.seconds else ", Ctrl-C to stop")
+        f"[bold]{graph.name}[/] graph ({graph.source}): {', '.join(graph.nodes)} as processes; "
+        f"node logs in {supervisor.log_dir}" + (f"; {cfg.seconds:g} s" if cfg.seconds else "; Ctrl-C to stop")
     )
-
-    timer = LoopTimer(rate_hz=control_hz * cfg.speed if cfg.speed > 0 else None)
-    episode, step, successes, finished, episode_reward = 0, 0, 0, 0, 0.0
-    obs = world.first_obs
-    audio_state = "on" if "audio" in obs else "absent"
-    window_start, window_steps, physics_rate, control_rate, busy = timer.elapsed_s, 0, 0.0, 0.0, 0.0
+    t0 = time.monotonic()
+    video = None
     try:
+        supervisor.start()
+        next_watch = 0.0
         with Live(console=console, refresh_per_second=4, transient=False) as live:
-            while cfg.seconds is None or timer.elapsed_s < cfg.seconds:
-                timer.tick()
-                with timer.section("policy"):
-                    action = policy(obs)
-                with timer.section("env_step"):
-                    obs, reward, terminated, truncated, info = env.step(action)
-                if video is not None:
-                    with timer.section("video"):
-                        video.write(obs["image"])
-                step += 1
-                window_steps += 1
-                episode_reward += reward
-                now = timer.elapsed_s
-                if now - window_start >= 0.5:
-                    control_rate = window_steps / (now - window_start)
-                    physics_rate = control_rate * substeps
-                    busy = timer.iteration.summary_ms()["p50_ms"] * control_rate / 1e3
-                    window_start, window_steps = now, 0
-                if "audio" in obs:
-                    audio_state = f"peak {np.abs(obs['audio']).max():.3f}"
-                live.update(
-                    _status(
-                        episode,
-                        step,
-                        episode_reward,
-                        successes,
-                        finished,
-                        physics_rate,
-                        control_rate,
-                        busy,
-                        audio_state,
-                    )
-                )
-                if terminated or truncated:
-                    finished += 1
-                    successes += bool(info.get("is_success", False))
-                    episode += 1
-                    step, episode_reward = 0, 0.0
-                    obs, info = env.reset(seed=cfg.seed + episode)
-                    if expert is not None:
-                        expert.reset()
-                timer.wait()
+            while cfg.seconds is None or time.monotonic() - t0 < cfg.seconds:
+                monitor.poll(0.02)
+                now = time.monotonic()
+                if now >= next_watch:
+                    next_watch = now + 0.2
+                    supervisor.watch()
+                    live.update(monitor.table(supervisor, now - t0))
+                if cfg.save_video is not None and monitor.frames:
+                    if video is None:
+                        video = VideoWriter(
+                            cfg.save_video, fps=graph.topics["sim/camera"][1].rate_hz, scale=cfg.video_scale
+                        )
+                    for frame in monitor.frames:
+                        video.write(frame)
+                    monitor.frames.clear()
+                else:
+                    monitor.frames.clear()
     except KeyboardInterrupt:
         console.print("stopped by Ctrl-C")
     finally:
+        t_stop = time.monotonic()
+        monitor.close()
+        supervisor.stop()
+        console.print(f"stopped {len(graph.nodes)} nodes in {time.monotonic() - t_stop:.2f} s")
         if video is not None:
             video.close()
             console.print(f"wrote {video.frames_written} frames to {cfg.save_video}")
-        env.close()
-        _print_summary(console, timer, finished, successes)
+        console.print(monitor.table(supervisor, time.monotonic() - t0))
     return 0
-
-
-def _print_summary(console: Console, timer: LoopTimer, finished: int, successes: int) -> None:
-    table = Table(
-        title=f"{timer.iterations} control steps in {timer.elapsed_s:.1f} s, "
-        f"{finished} episodes finished, {successes} succeeded, "
-        f"{timer.deadline_misses} deadline misses"
-    )
-    for column in ("stage", "count", "p50 ms", "p95 ms", "p99 ms", "max ms"):
-        table.add_column(column, justify="right" if column != "stage" else "left")
-    for name, s in timer.summary().items():
-        table.add_row(
-            name, str(s["count"]), *(f"{s[k]:.2f}" for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms"))
-        )
-    console.print(table)
 
 
 def cli(argv: list[str] | None = None) -> int:
     try:
         cfg = tyro.cli(SimConfig, args=argv, description=__doc__)
-        world = build(cfg)
-    except ValueError as exc:  # bad flag, --env, --task or video path: refused before anything starts
+        graph, params = prepare(cfg)
+    except (ValueError, GraphError) as exc:  # bad flag, env, task, graph or video path: nothing started
         print(f"launch.sim: {exc}", file=sys.stderr)
         return 2
-    except (RuntimeError, gymnasium.error.DependencyNotInstalled) as exc:  # no GL context, missing renderer
-        print(f"launch.sim: {exc}", file=sys.stderr)
-        return 1
-    return main(cfg, world)
+    return main(cfg, graph, params)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
-"""Smoke tests: `python -m launch.sim` in a subprocess, as a user runs it."""
+"""Smoke tests: `python -m launch.sim` in a subprocess, as a user runs it: a graph of real processes."""
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
 import pytest
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,36 +19,98 @@ def run_sim(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     )
 
 
-def test_sim_runs_the_expert_and_writes_mp4(tmp_path):
-    """`--seconds` bounds the run; the MP4 holds one frame per control step; the summary table is printed."""
+def _children(pid: int) -> set[int]:
+    """Every live descendant of `pid` (from /proc)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry))
+    out, todo = set(), [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.add(child)
+            todo.append(child)
+    return out
+
+
+@pytest.mark.timeout(120)
+def test_sim_graph_runs_streams_at_native_rates_and_writes_video(tmp_path):
+    """`--env manipulation --seconds N` runs sim, expert and actuator as processes; the dashboard shows every
+    stream near its nominal rate with no gaps, and the camera stream is saved to MP4."""
     video = tmp_path / "run.mp4"
-    proc = run_sim("--env", "manipulation", "--seconds", "3", "--speed", "0", "--save-video", str(video))
-    assert proc.returncode == 0, proc.stderr
-    assert "Manipulation-Push-v0" in proc.stderr and "env_step" in proc.stderr
-    cap = cv2.VideoCapture(str(video))
-    frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    ok, frame = cap.read()
-    assert ok and frame.shape == (256, 256, 3)  # 64x64 camera, enlarged 4x
-    assert frames >= 10
-
-
-def test_sim_reach_task_writes_gif(tmp_path):
-    """`--task reach` selects the reach env; a .gif path writes an animated GIF of the camera stream."""
-    video = tmp_path / "run.gif"
     proc = run_sim(
-        "--task", "reach", "--seconds", "2", "--speed", "0", "--save-video", str(video), "--video-scale", "1"
+        "--env",
+        "manipulation",
+        "--seconds",
+        "8",
+        "--save-video",
+        str(video),
+        "--logs",
+        str(tmp_path / "logs"),
     )
     assert proc.returncode == 0, proc.stderr
-    assert "Manipulation-Reach-v0" in proc.stderr
-    gif = Image.open(video)
-    assert gif.size == (64, 64) and gif.n_frames >= 5
+    rows = {line.split("│")[1].strip(): line for line in proc.stderr.splitlines() if line.count("│") >= 7}
+    for topic, nominal in (
+        ("sim/camera", 30),
+        ("sim/audio", 100),
+        ("sim/joint", 100),
+        ("expert/action", 10),
+        ("actuator/command", 100),
+    ):
+        cells = [c.strip() for c in rows[topic].split("│")]
+        assert abs(float(cells[3]) - nominal) <= 0.1 * nominal, rows[topic]
+        assert cells[6] == "0", rows[topic]  # no sequence gaps
+    assert {"sim.log", "expert.log", "actuator.log"} <= {p.name for p in (tmp_path / "logs").iterdir()}
+    cap = cv2.VideoCapture(str(video))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) >= 100  # ~30 fps for most of the 8 s
+    ok, frame = cap.read()
+    assert ok and frame.shape == (256, 256, 3)
 
 
+@pytest.mark.timeout(120)
 def test_sim_runs_any_gymnasium_env():
-    """`--env gym:Pusher-v5` runs with random actions and reports audio as absent."""
-    proc = run_sim("--env", "gym:Pusher-v5", "--seconds", "2", "--speed", "0")
+    """`--env gym:Pusher-v5` runs the sim_gym graph: camera and joint streams, and says there is no audio."""
+    proc = run_sim("--env", "gym:Pusher-v5", "--seconds", "5")
     assert proc.returncode == 0, proc.stderr
-    assert "audio absent" in proc.stderr.replace("\n", " ")
+    assert "no audio" in proc.stderr
+    assert "sim/camera" in proc.stderr and "sim/audio" not in proc.stderr
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_stops_every_node_within_2_s_leaving_no_orphans():
+    """SIGINT to launch.sim stops every node process within 2 s; none outlives it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "launch.sim"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while len(_children(proc.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        nodes = _children(proc.pid)
+        assert len(nodes) >= 3, "the graph's three nodes never started"
+        time.sleep(3)  # running, not just starting
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+        assert time.monotonic() - t0 < 2.0 + 1.0  # 2 s for the nodes, plus the launcher's own exit
+        _, err = proc.communicate()
+        assert "stopped 3 nodes in" in err
+        stopped_in = float(err.split("stopped 3 nodes in")[1].split("s")[0])
+        assert stopped_in <= 2.0
+        time.sleep(0.2)
+        assert not [pid for pid in nodes if os.path.exists(f"/proc/{pid}")], "orphan node processes"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 @pytest.mark.parametrize(
@@ -57,10 +121,11 @@ def test_sim_runs_any_gymnasium_env():
         (["--task", "pick"], "reach"),
         (["--save-video", "out.avi"], ".mp4"),
         (["--seconds", "-1"], "`seconds` must be > 0"),
+        (["--graph", "no_such_graph"], "no such graph file"),
     ],
 )
 def test_sim_refuses_bad_input_before_starting(args, message):
-    """Bad flags exit with status 2 and a message naming the problem and the valid choices."""
+    """Bad flags exit with status 2 and a message naming the problem and the valid choices; nothing starts."""
     proc = run_sim(*args, timeout=60)
     assert proc.returncode == 2
     assert message in proc.stderr

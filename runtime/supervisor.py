@@ -1,0 +1,164 @@
+"""Starts a graph's nodes as processes, watches them, restarts crashed ones, and stops them all cleanly.
+
+Liveness is the process itself (exit code) plus its heartbeats: a node whose heartbeats stop while its process
+lives is hung, and is killed and restarted like a crashed one. Restarts follow the node's policy (backoff
+doubling up to a ceiling, a maximum count); a node past its maximum is left down and reported. `stop()` sends
+SIGTERM to every node, then SIGKILL to whatever is left after `grace_s`, so Ctrl-C ends everything within 2 s.
+"""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runtime.graph import Graph
+from runtime.transport import Subscriber
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class NodeProcess:
+    name: str
+    process: subprocess.Popen | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    next_start: float = 0.0  # time.monotonic() after which a restart may happen
+    backoff_s: float = 0.0
+    exit_codes: list[int] = field(default_factory=list)
+    given_up: bool = False
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class Supervisor:
+    def __init__(
+        self,
+        graph: Graph,
+        run_dir: Path | None = None,
+        log_dir: Path | None = None,
+        params: dict[str, dict] | None = None,
+        hung_after_s: float = 5.0,
+    ):
+        self.graph = graph
+        self._tmp = None
+        if run_dir is None:
+            # ipc paths must be short (108 bytes on Linux), so not under a deep working directory.
+            self._tmp = tempfile.TemporaryDirectory(prefix="hamrt-")
+            run_dir = Path(self._tmp.name)
+        self.run_dir = run_dir
+        self.log_dir = log_dir or run_dir
+        self.params = params or {}
+        self.hung_after_s = hung_after_s  # heartbeat silence that counts as hung (start-up imports take ~2 s)
+        self.nodes = {name: NodeProcess(name) for name in graph.nodes}
+        endpoints = sorted({spec.endpoint(run_dir) for spec in graph.nodes.values() if spec.publishes})
+        # Heartbeats only: a subscription to no topic still receives `_hb/` messages.
+        self.monitor = Subscriber(endpoints, {}, name="supervisor") if endpoints else None
+
+    def start(self) -> None:
+        for name in self.nodes:
+            self._spawn(self.nodes[name])
+
+    def _spawn(self, node: NodeProcess) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "nodes",
+            "--graph",
+            self.graph.source,
+            "--node",
+            node.name,
+            "--run-dir",
+            str(self.run_dir),
+        ]
+        if self.params.get(node.name):
+            cmd += ["--params", json.dumps(self.params[node.name])]
+        log_file = open(self.log_dir / f"{node.name}.log", "ab")  # noqa: SIM115 (owned by the child)
+        node.process = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log_file.close()
+        node.started_at = time.monotonic()
+        log.info("started %s (pid %d)", node.name, node.process.pid)
+
+    def watch(self) -> list[tuple[str, str]]:
+        """Check every node once; restart what died or hung. Returns events (node, what happened)."""
+        events = []
+        if self.monitor is not None:
+            self.monitor.poll(0.0)
+        now = time.monotonic()
+        for node in self.nodes.values():
+            spec = self.graph.nodes[node.name]
+            if node.given_up:
+                continue
+            if node.process is not None and not node.alive:
+                code = node.process.returncode
+                node.exit_codes.append(code)
+                node.process = None
+                events.append((node.name, f"exited with code {code}"))
+                if node.restarts >= spec.restart.max_restarts:
+                    node.given_up = True
+                    events.append((node.name, f"not restarted: {node.restarts} restarts already"))
+                    continue
+                node.backoff_s = min(spec.restart.max_backoff_s, spec.restart.backoff_s * (2**node.restarts))
+                node.next_start = now + node.backoff_s
+            elif node.alive and spec.publishes and self._hung(node, now):
+                events.append((node.name, "hung (no heartbeat): killed"))
+                node.process.kill()
+                continue
+            if node.process is None and now >= node.next_start:
+                node.restarts += 1
+                self._spawn(node)
+                events.append(
+                    (node.name, f"restarted (restart {node.restarts}, after {node.backoff_s:.1f} s)")
+                )
+        for name, what in events:
+            log.warning("%s: %s", name, what)
+        return events
+
+    def _hung(self, node: NodeProcess, now: float) -> bool:
+        if self.monitor is None or now - node.started_at < self.hung_after_s:
+            return False
+        live = self.monitor.liveness.get(node.name)
+        last = live.last_seen if live is not None else node.started_at
+        return now - max(last, node.started_at) > self.hung_after_s
+
+    def stop(self, grace_s: float = 1.5) -> None:
+        """SIGTERM everything, SIGKILL what is left after `grace_s`; returns when no node process remains."""
+        running = [n.process for n in self.nodes.values() if n.alive]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for process in running:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("pid %d ignored SIGTERM for %.1f s: SIGKILL", process.pid, grace_s)
+                process.kill()
+                process.wait()
+        if self.monitor is not None:
+            self.monitor.close()
+            self.monitor = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
