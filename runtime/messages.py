@@ -112,6 +112,11 @@ def encode(
     return [topic_bytes, _packer.pack(header), memoryview(data).cast("B")]
 
 
+def _no_ext(code: int, data: bytes):
+    # max_ext_len=0 still lets a zero-length ext (c7 00 <type>) through as an ExtType object.
+    raise ValueError(f"msgpack extension type {code} is not allowed")
+
+
 def _buffer(frame) -> memoryview:
     """zmq.Frame (copy=False receives), bytes or memoryview, as a byte view without copying."""
     buf = getattr(frame, "buffer", frame)
@@ -138,16 +143,18 @@ def decode(frames: list, limits: DecodeLimits = DecodeLimits()) -> Message:
             max_array_len=limits.max_ndim,
             max_map_len=16,
             max_ext_len=0,  # no extension types, ever
+            ext_hook=_no_ext,
         )
     except Exception as exc:  # msgpack raises several types for bad input; all mean "malformed"
         raise MessageError("malformed", f"header is not valid msgpack within limits ({exc})") from None
     if not isinstance(header, dict):
         raise MessageError("type", f"header must be a map, got {type(header).__name__}")
+    # The version first: another version may have other keys. `type() is int`: msgpack true is a bool, == 1.
+    if "v" in header and (type(header["v"]) is not int or header["v"] != FORMAT_VERSION):
+        raise MessageError("version", f"format version {header['v']!r}, this runtime reads {FORMAT_VERSION}")
     missing = [k for k in _REQUIRED if k not in header]
     if missing:
         raise MessageError("missing", f"header lacks {missing}")
-    if header["v"] != FORMAT_VERSION:
-        raise MessageError("version", f"format version {header['v']!r}, this runtime reads {FORMAT_VERSION}")
     for key in ("seq", "capture_ns", "send_ns"):
         value = header[key]
         if type(value) is not int or not _INT64[0] <= value <= _INT64[1] or (key == "seq" and value < 0):
@@ -184,9 +191,17 @@ def decode(frames: list, limits: DecodeLimits = DecodeLimits()) -> Message:
         if inline is not None:
             raise MessageError("frames", "both inline `data` and a payload frame")
         payload = _buffer(frames[2])
+        if payload.nbytes > limits.max_payload_bytes:
+            raise MessageError(
+                "oversize", f"payload frame is {payload.nbytes} bytes, limit {limits.max_payload_bytes}"
+            )
     if payload.nbytes != nbytes:
         raise MessageError(
             "shape", f"shape {shape} of {header['dtype']} needs {nbytes} bytes, got {payload.nbytes}"
         )
-    data = np.frombuffer(payload, dtype=dtype).reshape(shape)
+    try:
+        data = np.frombuffer(payload, dtype=dtype).reshape(shape)
+    except ValueError as exc:  # a 0-size shape whose other dimensions multiply past what numpy can index
+        raise MessageError("shape", f"shape {shape} cannot be an array ({exc})") from None
+    data.flags.writeable = False  # zmq frames are writable buffers; the docstring promises a read-only view
     return Message(topic, header["seq"], header["capture_ns"], header["send_ns"], source, kind, data)
