@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_PREFIX = "_hb/"
 READY_PREFIX = "_ready/"
+MAX_TRACKED_SOURCES = 256  # publishers whose liveness a subscriber tracks; more are counted, not stored
 LOST_AFTER_PERIODS = 2.5  # < 3: the subscriber must know within 3 heartbeat periods
 _EMPTY = np.zeros(0, np.uint8)
 
@@ -323,6 +324,7 @@ class PublisherLiveness:
 class SubscriberStats:
     topics: dict[str, TopicStats] = field(default_factory=lambda: defaultdict(TopicStats))
     dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # malformed, by reason
+    untracked_sources: int = 0  # messages from sources beyond MAX_TRACKED_SOURCES (delivered, not tracked)
 
 
 _MAX_NONCES = 16  # handshake topics kept subscribed while waiting: a slow publisher's late welcome counts
@@ -393,6 +395,7 @@ class Subscriber:
         self._pending_latest: dict[str, Message] = {}
         self._pending_max = lossless_rcvhwm if lossless_rcvhwm > 0 else None
         self._last_log = 0.0
+        self._last_lost_log = 0.0
 
     # -------------------------------------------------------------- handshake
     def wait_ready(self, timeout_s: float = 5.0, publishers: int | None = None) -> bool:
@@ -450,21 +453,16 @@ class Subscriber:
 
     def _receive(self, timeout_s: float) -> None:
         """Wait up to `timeout_s`, then read everything queued into the pending buffers."""
-        timeout_ms = max(0, int(timeout_s * 1000))
-        if len(self._socks) == 1:  # one socket: zmq's own poll, no Poller bookkeeping
-            ((policy, sock),) = self._socks.items()
-            ready = {sock: 1} if sock.poll(timeout_ms, zmq.POLLIN) else {}
-        else:
-            ready = dict(self._poller.poll(timeout_ms))
+        ready = dict(self._poller.poll(max(0, int(timeout_s * 1000))))
         now = time.monotonic()
         for policy, sock in self._socks.items():
             if sock not in ready:
                 continue
             for _ in range(100_000):  # bounded drain: a flood cannot pin this loop forever
-                try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                except zmq.Again:
+                # Asking the socket is cheaper than raising and catching zmq.Again on every empty read.
+                if not sock.get(zmq.EVENTS) & zmq.POLLIN:
                     break
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
                 try:
                     msg = decode(frames, self._limits)
                 except MessageError as exc:
@@ -485,11 +483,15 @@ class Subscriber:
         self._heard(msg.source, now)
         key = (msg.topic, msg.source)  # two publishers of one topic each number it from 0
         expected = self._next_seq.get(key)
+        if expected is None and len(self._next_seq) >= MAX_TRACKED_SOURCES * 16:
+            self.stats.untracked_sources += 1
+            key = None
         if expected is not None and msg.seq < expected:
             stats.resets += 1
         elif expected is not None and msg.seq > expected and policy is Policy.LOSSLESS:
             stats.gaps += msg.seq - expected
-        self._next_seq[key] = msg.seq + 1
+        if key is not None:
+            self._next_seq[key] = msg.seq + 1
         stats.last_seq = msg.seq
         if policy is Policy.LOSSLESS:
             if self._pending_max is not None and len(self._pending) >= self._pending_max:
@@ -517,6 +519,9 @@ class Subscriber:
     def _heard(self, source: str, now: float, period_s: float | None = None) -> None:
         live = self.liveness.get(source)
         if live is None:
+            if len(self.liveness) >= MAX_TRACKED_SOURCES:  # a sender inventing names cannot grow memory
+                self.stats.untracked_sources += 1
+                return
             self.liveness[source] = PublisherLiveness(period_s or 0.2, now)
             return
         if period_s is not None:
@@ -536,7 +541,10 @@ class Subscriber:
                 self.events.append((now, source, "lost"))
                 for welcomed in self._welcomed.values():
                     welcomed.discard(source)  # a restarted publisher must welcome us again
-                log.warning("%s: publisher %s lost (silent %.2f s)", self.name, source, now - live.last_seen)
+                if now - self._last_lost_log > 1.0:  # rate-limited like drops: many sources may go at once
+                    self._last_lost_log = now
+                    log.warning("%s: publisher %s lost (silent %.2f s)", self.name, source,
+                                now - live.last_seen)
 
     def _drop(self, exc: MessageError) -> None:
         self.stats.dropped[exc.reason] += 1
