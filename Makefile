@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SIM_ARGS ?=
-BENCH_JSON ?= results/bench-env.json
+BENCH_DIR ?= results
 
 .PHONY: setup system-deps sim test bench lint format clean
 
@@ -37,7 +37,8 @@ test: setup
 	$(PY) -m pytest
 
 bench: setup
-	$(PY) -m launch.bench env --json $(BENCH_JSON)
+	$(PY) -m launch.bench env --json $(BENCH_DIR)/bench-env.json
+	$(PY) -m launch.bench transport --json $(BENCH_DIR)/bench-transport.json
 
 lint: setup
 	$(PY) -m ruff check .
