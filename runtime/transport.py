@@ -411,7 +411,7 @@ class Subscriber:
             self._subscribe_nonce()
             attempt_end = min(deadline, time.monotonic() + 0.2)
             while True:
-                self._receive(max(0.0, min(0.02, attempt_end - time.monotonic())))
+                self._receive(max(0.0, min(0.02, attempt_end - time.monotonic())), holding=True)
                 if all(len(w) >= wanted for w in self._welcomed.values()):
                     self._unsubscribe_nonces()
                     for welcomed in self._welcomed.values():
@@ -451,7 +451,7 @@ class Subscriber:
         self._pending_latest.clear()
         return out
 
-    def _receive(self, timeout_s: float) -> None:
+    def _receive(self, timeout_s: float, holding: bool = False) -> None:
         """Wait up to `timeout_s`, then read everything queued into the pending buffers."""
         ready = dict(self._poller.poll(max(0, int(timeout_s * 1000))))
         now = time.monotonic()
@@ -474,10 +474,10 @@ class Subscriber:
                 # "camera/x" through, and a latest "a" also passes a lossless "a/b" on the wrong socket.
                 if self.policies.get(msg.topic) is not policy:
                     continue
-                self._accept(msg, policy, now)
+                self._accept(msg, policy, now, holding)
         self._check_liveness(now)
 
-    def _accept(self, msg: Message, policy: Policy, now: float) -> None:
+    def _accept(self, msg: Message, policy: Policy, now: float, holding: bool = False) -> None:
         stats = self.stats.topics[msg.topic]
         stats.received += 1
         self._heard(msg.source, now)
@@ -494,7 +494,8 @@ class Subscriber:
             self._next_seq[key] = msg.seq + 1
         stats.last_seq = msg.seq
         if policy is Policy.LOSSLESS:
-            if self._pending_max is not None and len(self._pending) >= self._pending_max:
+            # Only messages held across wait_ready calls are capped; what one poll reads is returned whole.
+            if holding and self._pending_max is not None and len(self._pending) >= self._pending_max:
                 self.stats.topics[self._pending.popleft().topic].gaps += 1  # never returned: lost here
             self._pending.append(msg)
         else:
