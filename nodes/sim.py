@@ -87,13 +87,14 @@ class SimNode(Node):
         audio = base.microphone.pull()  # (1, 160): this iteration's 10 ms
         if "sim/audio" in self.spec.publishes:
             self.publish("sim/audio", audio[0], now - int(AUDIO_CHUNK_S * 1e9))  # stamped at its first sample
-        if self._due("sim/joint") or self._due("sim/task"):
+        joint_due, task_due = self._due("sim/joint"), self._due("sim/task")
+        if joint_due or task_due:
             state = base.state()
-            self.publish("sim/joint", state["joint"], now)
-            task = np.concatenate([[self.episode], state["ee"], state["object"], state["goal"]]).astype(
-                np.float32
-            )
-            self.publish("sim/task", task, now)
+            if joint_due:
+                self.publish("sim/joint", state["joint"], now)
+            if task_due:
+                task = [[self.episode], state["ee"], state["object"], state["goal"]]
+                self.publish("sim/task", np.concatenate(task).astype(np.float32), now)
         if self._due("sim/camera"):
             self.publish("sim/camera", base.render_camera(), now_ns())
         if self.sim_s + 1e-9 >= self.next_control_s:
