@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from nodes.device import DeviceError, DeviceNotConnectedError, Sensor, StreamSpec
+from nodes.device import DeviceError, DeviceNotConnectedError, Sensor, StreamSpec, check_backoff
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +102,9 @@ class CameraConfig:
             )
         if not (isinstance(self.frozen_after, int) and (self.frozen_after == 0 or self.frozen_after >= 2)):
             raise ValueError(f"`frozen_after` must be 0 (off) or an int >= 2, got {self.frozen_after!r}")
-        if not self.reconnect_initial_s > 0:
-            raise ValueError(f"`reconnect_initial_s` must be > 0, got {self.reconnect_initial_s}")
-        if not self.reconnect_max_s >= self.reconnect_initial_s:
-            raise ValueError(
-                f"`reconnect_max_s` must be >= reconnect_initial_s ({self.reconnect_initial_s}), "
-                f"got {self.reconnect_max_s}"
-            )
+        check_backoff(
+            "reconnect_initial_s", self.reconnect_initial_s, "reconnect_max_s", self.reconnect_max_s
+        )
 
     @property
     def is_file(self) -> bool:

@@ -6,6 +6,14 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def check_backoff(initial_name: str, initial_s: float, max_name: str, max_s: float) -> None:
+    """Validate a reconnect/restart backoff pair (initial delay, ceiling), naming the fields."""
+    if not initial_s > 0:
+        raise ValueError(f"`{initial_name}` must be > 0, got {initial_s}")
+    if not max_s >= initial_s:
+        raise ValueError(f"`{max_name}` must be >= {initial_name} ({initial_s}), got {max_s}")
+
+
 class DeviceNotConnectedError(RuntimeError):
     """A device was used before `connect()` or after `disconnect()`."""
 

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nodes.device import DeviceError, Sensor, StreamSpec
+from nodes.device import DeviceError, Sensor, StreamSpec, check_backoff
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +123,7 @@ class MicrophoneConfig:
             )
         if not (isinstance(self.queue_capacity, int) and self.queue_capacity >= 1):
             raise ValueError(f"`queue_capacity` must be an int >= 1, got {self.queue_capacity!r}")
-        if not self.restart_initial_s > 0:
-            raise ValueError(f"`restart_initial_s` must be > 0, got {self.restart_initial_s}")
-        if not self.restart_max_s >= self.restart_initial_s:
-            raise ValueError(
-                f"`restart_max_s` must be >= restart_initial_s ({self.restart_initial_s}), "
-                f"got {self.restart_max_s}"
-            )
+        check_backoff("restart_initial_s", self.restart_initial_s, "restart_max_s", self.restart_max_s)
 
     @property
     def chunk_samples(self) -> int:
