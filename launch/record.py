@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from runtime.record import EveryTopicSubscriber, Recorder
+from runtime.record import Recorder
 from runtime.transport import Policy, Subscriber
 
 log = logging.getLogger("launch.record")
@@ -80,7 +80,7 @@ class _Stop:
 
 def build(cfg: RecordConfig) -> tuple[Subscriber, Recorder]:
     if cfg.topics == ("all",):
-        sub: Subscriber = EveryTopicSubscriber(list(cfg.endpoints), name="recorder")
+        sub = Subscriber(list(cfg.endpoints), {}, every=Policy.LOSSLESS, name="recorder")
     else:
         sub = Subscriber(list(cfg.endpoints), {t: Policy.LOSSLESS for t in cfg.topics}, name="recorder")
     try:

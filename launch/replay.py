@@ -27,7 +27,8 @@ from rich.live import Live
 from rich.table import Table
 
 from runtime.latency import LatencyStats
-from runtime.record import ReadReport, ReplayPublisher, iter_recording, recording_summary
+from runtime.record import ReadReport, iter_recording, recording_summary
+from runtime.transport import Publisher
 
 log = logging.getLogger("launch.replay")
 
@@ -83,7 +84,7 @@ class _TopicReplay:
 class Player:
     """Paces one pass over the recording; keeps the statistics across passes."""
 
-    def __init__(self, pub: ReplayPublisher, speed: float, stop: _Stop):
+    def __init__(self, pub: Publisher, speed: float, stop: _Stop):
         self.pub, self.speed, self.stop = pub, speed, stop
         self.topics: dict[str, _TopicReplay] = {}
         self.late = LatencyStats()
@@ -156,7 +157,8 @@ def main(cfg: ReplayConfig) -> int:
         )
     stop = _Stop()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    pub = ReplayPublisher(cfg.endpoint, cfg.source)
+    # nodrop: a full subscriber queue makes republish wait, never drop; a deeper queue than a live node's.
+    pub = Publisher(cfg.endpoint, cfg.source, nodrop=True, sndhwm=1000)
     try:
         if cfg.wait_subscribers:
             console.print(f"waiting for {cfg.wait_subscribers} subscriber(s) on {cfg.endpoint}")

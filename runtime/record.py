@@ -18,10 +18,8 @@ every complete chunk is returned, and the incomplete tail is described in a `Rea
 report is passed), never raised. A file that is not an MCAP recording, or a complete chunk that fails its
 CRC, raises `RecordingError`.
 
-Two transport stopgaps live here until `runtime/transport.py` offers them (its owner has been asked):
-`EveryTopicSubscriber` (a lossless subscription to every non-internal topic; `Subscriber` takes exact topic
-names only) and `ReplayPublisher` (republishes a recorded envelope unchanged, blocking instead of dropping
-when a subscriber's queue is full). Both use private attributes of the transport classes.
+Recording and replaying over ZeroMQ use the transport's own API: `Subscriber(..., every=Policy.LOSSLESS)`
+and `Publisher(..., nodrop=True).republish(msg)` (see launch/record.py and launch/replay.py).
 """
 
 from __future__ import annotations
@@ -32,14 +30,13 @@ import logging
 import struct
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, NamedTuple
 
 import msgpack
 import numpy as np
-import zmq
 from mcap import records as mcap_records
 from mcap.data_stream import ReadDataStream
 from mcap.exceptions import McapError
@@ -52,15 +49,13 @@ from mcap.writer import __version__ as MCAP_VERSION
 from runtime.messages import (
     DTYPES,
     FORMAT_VERSION,
+    INLINE_MAX_BYTES,
     DecodeLimits,
     Message,
     MessageError,
-    check_kind,
-    check_name,
     decode,
-    encode,
+    topic_prefix,
 )
-from runtime.transport import HEARTBEAT_PREFIX, READY_PREFIX, Policy, Publisher, Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -152,10 +147,15 @@ def unpack_envelope(data: bytes, limits: DecodeLimits = _LIMITS) -> Message:
     payload = envelope.pop("data", None)
     if not isinstance(payload, bytes):
         raise MessageError("missing", "envelope has no `data` bytes")
-    topic = envelope.get("topic")
-    # Re-frame as the wire would carry it, so the one decoder validates recordings too.
-    frames = [topic.encode() if isinstance(topic, str) else b"", _packer.pack(envelope), payload]
-    return decode(frames, limits)
+    topic = envelope.pop("topic", None)
+    if not isinstance(topic, str):
+        raise MessageError("topic", f"envelope topic must be a str, got {topic!r}")
+    # Re-frame as the wire would carry it, so the one decoder validates recordings too (it refuses a topic
+    # that is not a name, a 0x00 in it included).
+    if len(payload) <= INLINE_MAX_BYTES:
+        envelope["data"] = payload
+        return decode([topic_prefix(topic) + _packer.pack(envelope)], limits)
+    return decode([topic_prefix(topic) + _packer.pack(envelope), payload], limits)
 
 
 # ----------------------------------------------------------------------------------------- writing
@@ -467,149 +467,3 @@ def recording_summary(path: str | Path) -> RecordingSummary | None:
         if cid in summary.channels
     }
     return RecordingSummary(stats.message_count, topics, stats.message_start_time, stats.message_end_time)
-
-
-# ----------------------------------------------------------------------------------------- transport stopgaps
-class _EveryTopic(dict):
-    """Stands in for `Subscriber.policies`: every topic is wanted except the runtime's internal ones."""
-
-    def __contains__(self, topic: object) -> bool:
-        return isinstance(topic, str) and not topic.startswith((HEARTBEAT_PREFIX, READY_PREFIX))
-
-    def get(self, topic, default=None):
-        return Policy.LOSSLESS if topic in self else default
-
-
-class EveryTopicSubscriber(Subscriber):
-    """A lossless subscription to every topic of its endpoints (heartbeats and handshakes excluded).
-
-    `Subscriber` only takes exact topic names (the empty prefix fails `check_name`, and messages whose topic
-    is not a key of `policies` are dropped), so this subclass subscribes the empty prefix on the lossless
-    socket itself. Stopgap until transport supports it (e.g. `Subscriber(endpoints, every=Policy.LOSSLESS)`).
-    """
-
-    _PLACEHOLDER = "_"  # forces a lossless socket; covered by the empty prefix, so it changes nothing
-
-    def __init__(self, endpoints: list[str], *, name: str = "recorder", **kwargs):
-        super().__init__(endpoints, {self._PLACEHOLDER: Policy.LOSSLESS}, name=name, **kwargs)
-        sock = self._socks[Policy.LOSSLESS]
-        sock.setsockopt(zmq.SUBSCRIBE, b"")
-        sock.setsockopt(zmq.UNSUBSCRIBE, self._PLACEHOLDER.encode())
-        self.policies = _EveryTopic()
-
-
-class ReplayPublisher(Publisher):
-    """A publisher for replays: `republish(msg)` sends a recorded envelope unchanged (topic, seq, capture_ns,
-    send_ns, source, kind, payload), and blocks rather than drops when a subscriber's queue is full.
-
-    Stopgap until transport offers `Publisher.republish(msg)` and a lossless mode: it uses `_sock` and
-    `_send_control`. It also tracks live subscriptions by prefix, for `wait_for_readers`, and heartbeats for
-    every recorded source it has republished, as the live publishers did (heartbeats are not recorded), so
-    subscribers' liveness tracking sees those sources alive while the replay runs.
-    """
-
-    _GRACE_S = 0.1
-
-    def __init__(self, endpoint: str, source: str = "replay", *, sndhwm: int = 1000, **kwargs):
-        super().__init__(endpoint, source, sndhwm=sndhwm, **kwargs)
-        # Without XPUB_NODROP an XPUB socket drops silently at the high-water mark (it never raises Again).
-        self._sock.setsockopt(zmq.XPUB_NODROP, 1)
-        self.prefixes: Counter[str] = Counter()  # live subscriptions by prefix (handshakes excluded)
-        self.handshakes: set[str] = set()  # readiness nonces answered (about one per subscriber)
-        self.blocked_s = 0.0  # time spent waiting for a full subscriber queue
-        self._names: set[tuple[str, str, str]] = set()
-        self._stand_ins: list[str] = []  # recorded sources this replay heartbeats for
-        self._next_stand_in = 0.0
-
-    def service(self) -> None:
-        while self._sock.get(zmq.EVENTS) & zmq.POLLIN:
-            event = self._sock.recv(zmq.NOBLOCK)
-            if not event:
-                continue
-            subscribed, prefix = event[0] == 1, event[1:].decode(errors="replace")
-            if prefix.startswith(READY_PREFIX):
-                if subscribed:
-                    self.handshakes.add(prefix)
-                    self._send_control(prefix, "ready")
-            else:
-                self.prefixes[prefix] += 1 if subscribed else -1
-                if not prefix.startswith(HEARTBEAT_PREFIX):  # as Publisher counts them
-                    self.subscriptions += 1 if subscribed else -1
-        now = time.monotonic()
-        if self._stand_ins and now >= self._next_stand_in:
-            self._next_stand_in = now + self.heartbeat_period_s
-            period = np.array([self.heartbeat_period_s], np.float64)
-            for source in self._stand_ins:
-                stamp = time.monotonic_ns()
-                frames = encode(HEARTBEAT_PREFIX + source, 0, stamp, stamp, source, "heartbeat", period)
-                try:
-                    self._sock.send_multipart(frames, copy=False)
-                except zmq.Again:
-                    self.dropped += 1
-        super().service()  # no events left: its own heartbeat only
-
-    def readers(self) -> int:
-        """Subscribers connected: every `Subscriber` subscribes the heartbeat prefix exactly once."""
-        return self.prefixes[HEARTBEAT_PREFIX]
-
-    def covered(self, topic: str) -> bool:
-        return any(n > 0 and topic.startswith(p) for p, n in self.prefixes.items())
-
-    def wait_for_readers(
-        self, count: int, topics: Iterable[str] = (), timeout_s: float = 10.0, settle_s: float = 0.5
-    ) -> bool:
-        """Block (servicing) until `count` subscribers are connected; False on timeout.
-
-        Then, for up to `settle_s` more, until every topic in `topics` has a live subscription and `count`
-        readiness handshakes were answered (a subscriber need not want every topic, nor handshake), and a
-        short grace for the welcomed subscribers to return from `wait_ready`.
-        """
-        topics = list(topics)
-        deadline = time.monotonic() + timeout_s
-        while self.readers() < count:
-            if time.monotonic() >= deadline:
-                return False
-            self.service()
-            self._sock.poll(10, zmq.POLLIN)
-        settle_end = time.monotonic() + settle_s
-        while time.monotonic() < settle_end:
-            self.service()
-            if len(self.handshakes) >= count and all(self.covered(t) for t in topics):
-                break
-            self._sock.poll(10, zmq.POLLIN)
-        grace_end = time.monotonic() + self._GRACE_S
-        while time.monotonic() < grace_end:
-            self.service()
-            time.sleep(0.005)
-        return True
-
-    def republish(self, msg: Message, *, timeout_s: float = 10.0, stop=lambda: False) -> bool:
-        """Send `msg` exactly as recorded. Waits (servicing) while a subscriber's queue is full, up to
-        `timeout_s` or until `stop()`; False when it gave up (counted in `dropped`)."""
-        key = (msg.topic, msg.source, msg.kind)
-        if key not in self._names:
-            check_name("topic", msg.topic)
-            check_name("source", msg.source)
-            check_kind(msg.kind)
-            self._names.add(key)
-            if msg.source not in self._stand_ins and msg.source != self.source:
-                self._stand_ins.append(msg.source)
-                self._next_stand_in = 0.0
-        frames = encode(msg.topic, msg.seq, msg.capture_ns, msg.send_ns, msg.source, msg.kind, msg.data)
-        started = None
-        while True:
-            try:
-                self._sock.send_multipart(frames, copy=False)
-                break
-            except zmq.Again:
-                now = time.monotonic()
-                started = started or now
-                if now - started >= timeout_s or stop():
-                    self.dropped += 1
-                    self.blocked_s += now - started
-                    return False
-                self.service()
-                time.sleep(0.0005)
-        if started is not None:
-            self.blocked_s += time.monotonic() - started
-        return True

@@ -18,6 +18,16 @@ Heartbeats: every publisher sends `_hb/<source>` every `heartbeat_period_s` from
 calls every loop iteration; a subscriber declares the publisher lost after `LOST_AFTER_PERIODS` silent
 periods (so within 3 periods) and back at its next heartbeat. A restarted publisher numbers its topics from 0
 again; a subscriber counts that as a reset (sequence went backwards), not as a gap.
+
+Recording and replay use the same classes: `Subscriber(endpoints, {}, every=Policy.LOSSLESS)` receives
+every topic (never the internal `_hb/` and `_ready/` ones), and `Publisher(endpoint, source, nodrop=True)`
+with `republish(msg)` sends recorded messages unchanged, waiting for a full subscriber queue instead of
+dropping, heartbeating for the recorded sources, and `prefixes`/`readers()`/`wait_for_readers()` tell who is
+subscribed to what.
+
+The hot paths (`publish`, `poll`) are written for latency: a message is one ZeroMQ frame up to 64 KiB of
+payload (see runtime/messages.py), one clock read per poll, and no per-message allocation beyond the
+message itself; `python -m launch.bench transport` measures them against bare pyzmq.
 """
 
 import hashlib
@@ -30,6 +40,7 @@ import threading
 import time
 import urllib.parse
 from collections import defaultdict, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -38,14 +49,26 @@ import numpy as np
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.backend import zmq_poll as _zmq_poll
 
-from runtime.messages import DecodeLimits, Message, MessageError, check_kind, check_name, decode, encode
+from runtime.messages import (
+    INLINE_MAX_BYTES,
+    DecodeLimits,
+    Decoder,
+    Message,
+    MessageError,
+    TopicEncoder,
+    check_name,
+    encode,
+    topic_prefix,
+)
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_PREFIX = "_hb/"
 READY_PREFIX = "_ready/"
 MAX_TRACKED_SOURCES = 256  # publishers whose liveness a subscriber tracks; more are counted, not stored
+MAX_TRACKED_TOPICS = 4096  # topics an `every` subscriber keeps statistics for; more are delivered, counted
 LOST_AFTER_PERIODS = 2.5  # < 3: the subscriber must know within 3 heartbeat periods
 _EMPTY = np.zeros(0, np.uint8)
 
@@ -180,8 +203,22 @@ def _start_authenticator(ctx: zmq.Context, clients_dir: Path) -> str:
 
 
 # ----------------------------------------------------------------------------------------- publisher
+_NOBLOCK = int(zmq.NOBLOCK)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_INTERNAL = (HEARTBEAT_PREFIX, READY_PREFIX)
+_NONCES_REMEMBERED = 256  # handshake nonces a publisher remembers, to count distinct handshakes
+
+
 class Publisher:
-    """Publishes enveloped ndarrays on one bound endpoint, numbering each topic's messages from 0."""
+    """Publishes enveloped ndarrays on one bound endpoint, numbering each topic's messages from 0.
+
+    By default a send never waits: ZeroMQ drops a message for a subscriber whose queue (`sndhwm`) is full
+    and delivers it to the others. With `nodrop=True` (XPUB_NODROP) a full queue refuses the send for
+    everyone instead, and `publish`/`republish` wait for room, servicing handshakes and heartbeats meanwhile,
+    up to `send_timeout_s`: for replays, where a late message is better than a lost one. A live sensor
+    should not wait for its slowest reader.
+    """
 
     def __init__(
         self,
@@ -190,12 +227,16 @@ class Publisher:
         *,
         heartbeat_period_s: float = 0.2,  # a dead publisher is noticed within 3 periods: 0.6 s
         sndhwm: int = 100,  # per subscriber; a stalled reader costs at most this many messages of memory
+        nodrop: bool = False,
+        send_timeout_s: float = 10.0,  # nodrop only: give a send up after waiting this long
         curve: CurveServer | None = None,
         ctx: zmq.Context | None = None,
     ):
         check_name("source", source)
         if not heartbeat_period_s > 0:
             raise ValueError(f"`heartbeat_period_s` must be > 0, got {heartbeat_period_s}")
+        if not send_timeout_s >= 0:
+            raise ValueError(f"`send_timeout_s` must be >= 0, got {send_timeout_s}")
         if not is_loopback(endpoint) and curve is None:
             raise TransportSecurityError(
                 f"refusing to bind {endpoint}: it is reachable from other machines and has no CurveZMQ keys; "
@@ -204,6 +245,8 @@ class Publisher:
         keys = _load_server_keys(curve) if curve is not None else None  # before any socket exists
         self.source = source
         self.heartbeat_period_s = heartbeat_period_s
+        self.nodrop = nodrop
+        self.send_timeout_s = send_timeout_s
         self._ctx = ctx or context()
         self._sock = self._ctx.socket(zmq.XPUB)
         self._sock.setsockopt(zmq.LINGER, 0)
@@ -211,6 +254,8 @@ class Publisher:
         # Every subscription and every unsubscription, a disconnected subscriber's included: exact counts.
         self._sock.setsockopt(zmq.XPUB_VERBOSER, 1)
         self._sock.setsockopt(zmq.SNDTIMEO, 0)
+        if nodrop:  # without it an XPUB socket drops silently at the high-water mark (it never raises Again)
+            self._sock.setsockopt(zmq.XPUB_NODROP, 1)
         _set_ipv6(self._sock, endpoint)
         try:
             if keys is not None:
@@ -225,44 +270,117 @@ class Publisher:
             raise RuntimeError(f"{source}: cannot bind {endpoint}: {exc}") from exc
         # Where it is bound, a wildcard port resolved (tcp://127.0.0.1:* -> tcp://127.0.0.1:41234).
         self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT) or endpoint
-        self._seq: dict[str, int] = defaultdict(int)
-        self._checked: set[str] = set()
+        self._topics: dict[str, TopicEncoder] = {}  # each topic's encoder, which holds its next seq
+        # Sources heartbeated from service(): this publisher's own, then those of republished messages.
+        self.sources: list[str] = [source]
         self._next_heartbeat = 0.0
         self.subscriptions = 0  # live topic subscriptions (handshakes and heartbeats excluded)
+        # Live subscriptions by prefix (handshake nonces excluded; `_hb/` included: one per subscriber).
+        self.prefixes: dict[str, int] = {}
+        self.welcomes = 0  # handshake welcomes sent (one per subscribing socket and attempt)
+        self.handshakes = 0  # distinct handshake nonces answered (about one per subscriber)
+        self._nonces: dict[str, None] = {}  # the last few nonces answered, oldest first
         # Sends the socket refused. ZeroMQ drops a slow subscriber's overflow silently (it never blocks the
         # others), so that loss shows up as sequence gaps at the subscriber, not here.
         self.dropped = 0
+        self.control_dropped = 0  # heartbeats and welcomes refused (a full queue)
+        self.blocked_s = 0.0  # nodrop: time spent waiting for room in a full queue
 
+    # -------------------------------------------------------------- sending
     def publish(self, topic: str, kind: str, data: np.ndarray, capture_ns: int) -> int:
-        """Send one sample; returns its sequence number on `topic`.
+        """Send one sample; returns its sequence number on `topic` (consumed even when the send is refused).
 
         Payloads over 64 KiB are handed to ZeroMQ without a copy and sent later by its I/O thread: do not
         write into `data` after publishing it (publish a fresh array, or a copy of a reused buffer)."""
-        if topic not in self._checked:
-            check_name("topic", topic)
-            check_kind(kind)
-            self._checked.add(topic)
-        seq = self._seq[topic]
-        self._seq[topic] = seq + 1
-        frames = encode(topic, seq, capture_ns, time.monotonic_ns(), self.source, kind, data)
+        encoder = self._topics.get(topic)
+        if encoder is None:
+            encoder = self._topic(topic)
+        seq = encoder.seq
+        frames = encoder.encode(seq, capture_ns, time.monotonic_ns(), self.source, kind, data)
+        encoder.seq = seq + 1
         try:
-            self._sock.send_multipart(frames, copy=False)
+            if len(frames) == 1:
+                self._sock.send(frames[0])  # below pyzmq's zero-copy threshold it copies anyway
+            else:
+                self._sock.send_multipart(frames, copy=False)
         except zmq.Again:
-            self.dropped += 1
+            self._refused(frames)
         return seq
 
+    def republish(self, msg: Message, *, stop: Callable[[], bool] | None = None) -> bool:
+        """Send `msg` exactly as it is (topic, seq, capture_ns, send_ns, source, kind, payload): a recorded
+        message, replayed. From then on this publisher also heartbeats for `msg.source`, as the original
+        publisher did (heartbeats are not recorded), so subscribers see that source alive during a replay.
+
+        True when sent. False when the socket refused it (counted in `dropped`): at once, or with `nodrop`
+        after waiting `send_timeout_s` or as soon as `stop()` returns True."""
+        encoder = self._topics.get(msg.topic)
+        if encoder is None:
+            encoder = self._topic(msg.topic)
+        frames = encoder.encode(msg.seq, msg.capture_ns, msg.send_ns, msg.source, msg.kind, msg.data)
+        if msg.source not in self.sources and len(self.sources) < MAX_TRACKED_SOURCES:  # bounded
+            self.sources.append(msg.source)  # checked by the encoder
+            self._next_heartbeat = 0.0  # heartbeat the new source at the next service()
+        return self._send(frames, stop)
+
+    def _topic(self, topic: str) -> TopicEncoder:
+        if isinstance(topic, str) and topic.startswith(_INTERNAL):
+            raise ValueError(
+                f"{topic!r}: topics starting with {' or '.join(_INTERNAL)} are the runtime's own"
+            )
+        encoder = self._topics[topic] = TopicEncoder(topic)  # checks the name
+        return encoder
+
+    def _try_send(self, frames: list) -> None:
+        if len(frames) == 1:
+            self._sock.send(frames[0])  # below pyzmq's zero-copy threshold a copy is what it does anyway
+        else:
+            self._sock.send_multipart(frames, copy=False)
+
+    def _send(self, frames: list, stop: Callable[[], bool] | None = None) -> bool:
+        try:
+            self._try_send(frames)
+            return True
+        except zmq.Again:
+            return self._refused(frames, stop)
+
+    def _refused(self, frames: list, stop: Callable[[], bool] | None = None) -> bool:
+        """A send found a full queue: count it, or with `nodrop` wait for room. A multipart message is
+        refused whole, at its first frame."""
+        if not self.nodrop:
+            self.dropped += 1
+            return False
+        started = time.monotonic()
+        while True:
+            self.service()
+            time.sleep(0.0005)
+            try:
+                self._try_send(frames)
+                break
+            except zmq.Again:
+                now = time.monotonic()
+                if now - started >= self.send_timeout_s or (stop is not None and stop()):
+                    self.blocked_s += now - started
+                    self.dropped += 1
+                    return False
+        self.blocked_s += time.monotonic() - started
+        return True
+
+    def _send_control(
+        self, topic: str, kind: str, data: np.ndarray = _EMPTY, source: str | None = None
+    ) -> None:
+        stamp = time.monotonic_ns()
+        try:
+            self._try_send(encode(topic, 0, stamp, stamp, source or self.source, kind, data))
+        except zmq.Again:
+            self.control_dropped += 1
+
+    # -------------------------------------------------------------- subscriptions, handshakes, heartbeats
     def service(self) -> None:
-        """Answer handshakes and send a heartbeat when due; call every loop iteration."""
-        while self._sock.get(zmq.EVENTS) & zmq.POLLIN:  # cheaper than catching zmq.Again every call
-            event = self._sock.recv(zmq.NOBLOCK)
-            if not event:
-                continue
-            subscribed, prefix = event[0] == 1, event[1:].decode(errors="replace")
-            if prefix.startswith(READY_PREFIX):
-                if subscribed:
-                    self._send_control(prefix, "ready")
-            elif not prefix.startswith(HEARTBEAT_PREFIX):
-                self.subscriptions += 1 if subscribed else -1
+        """Answer handshakes, track subscriptions and send heartbeats when due; call every loop iteration."""
+        sock = self._sock
+        while sock.getsockopt(_EVENTS) & _POLLIN:  # cheaper than catching zmq.Again every call
+            self._on_subscription(sock.recv(_NOBLOCK))
         now = time.monotonic()
         if now >= self._next_heartbeat:
             # On a fixed schedule, so a loop that calls service() every few ms does not stretch the period.
@@ -270,7 +388,39 @@ class Publisher:
             if self._next_heartbeat <= now:
                 self._next_heartbeat = now + self.heartbeat_period_s
             period = np.array([self.heartbeat_period_s], np.float64)
-            self._send_control(HEARTBEAT_PREFIX + self.source, "heartbeat", period)
+            for source in self.sources:
+                self._send_control(HEARTBEAT_PREFIX + source, "heartbeat", period, source)
+
+    def _on_subscription(self, event: bytes) -> None:
+        if not event:
+            return
+        subscribed, prefix = event[0] == 1, event[1:].decode(errors="replace")
+        if prefix.startswith(READY_PREFIX):
+            if subscribed:
+                self._send_control(prefix, "ready")
+                self.welcomes += 1
+                if prefix not in self._nonces:  # each socket of a subscriber subscribes the same nonce
+                    self.handshakes += 1
+                    self._nonces[prefix] = None
+                    if len(self._nonces) > _NONCES_REMEMBERED:
+                        del self._nonces[next(iter(self._nonces))]
+            return
+        count = self.prefixes.get(prefix, 0) + (1 if subscribed else -1)
+        if count:
+            self.prefixes[prefix] = count
+        else:
+            del self.prefixes[prefix]  # bounded by the live subscriptions
+        if not prefix.startswith(HEARTBEAT_PREFIX):
+            self.subscriptions += 1 if subscribed else -1
+
+    def readers(self) -> int:
+        """Subscribers connected: every `Subscriber` subscribes the heartbeat prefix exactly once."""
+        return self.prefixes.get(HEARTBEAT_PREFIX, 0)
+
+    def covered(self, topic: str) -> bool:
+        """Whether some subscriber would receive `topic` (a live subscription is a prefix of its frame 0)."""
+        head = topic + "\x00"
+        return any(n > 0 and head.startswith(p) for p, n in self.prefixes.items())
 
     def wait_for_subscribers(self, count: int, timeout_s: float) -> bool:
         """Block (servicing handshakes) until `count` topic subscriptions exist or the timeout passes."""
@@ -284,12 +434,34 @@ class Publisher:
                 return False
             self._sock.poll(max(1, min(10, int(remaining * 1000))), zmq.POLLIN)
 
-    def _send_control(self, topic: str, kind: str, data: np.ndarray = _EMPTY) -> None:
-        frames = encode(topic, 0, time.monotonic_ns(), time.monotonic_ns(), self.source, kind, data)
-        try:
-            self._sock.send_multipart(frames, copy=False)
-        except zmq.Again:
-            self.dropped += 1
+    def wait_for_readers(
+        self, count: int, topics: Iterable[str] = (), timeout_s: float = 10.0, settle_s: float = 0.5
+    ) -> bool:
+        """Block (servicing) until `count` subscribers are connected; False on timeout.
+
+        Then, for up to `settle_s` more, until every topic in `topics` has a live subscription and `count`
+        readiness handshakes were answered (a subscriber need not want every topic, nor handshake), and a
+        short grace for the welcomed subscribers to return from `wait_ready`."""
+        topics = list(topics)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.service()
+            if self.readers() >= count:
+                break
+            if time.monotonic() >= deadline:
+                return False
+            self._sock.poll(10, zmq.POLLIN)
+        settle_end = time.monotonic() + settle_s
+        while time.monotonic() < settle_end:
+            self.service()
+            if self.handshakes >= count and all(self.covered(t) for t in topics):
+                break
+            self._sock.poll(10, zmq.POLLIN)
+        grace_end = time.monotonic() + 0.1
+        while time.monotonic() < grace_end:
+            self.service()
+            time.sleep(0.005)
+        return True
 
     def close(self) -> None:
         self._sock.close(linger=0)
@@ -325,21 +497,37 @@ class SubscriberStats:
     topics: dict[str, TopicStats] = field(default_factory=lambda: defaultdict(TopicStats))
     dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # malformed, by reason
     untracked_sources: int = 0  # messages from sources beyond MAX_TRACKED_SOURCES (delivered, not tracked)
+    # `every`: messages on topics beyond MAX_TRACKED_TOPICS (delivered, not tracked)
+    untracked_topics: int = 0
+
+
+class _Stream:
+    """What a subscriber tracks per (topic, source): the topic's statistics, the source's liveness and the
+    sequence number due next (-1 before the first message)."""
+
+    __slots__ = ("stats", "live", "next_seq")
+
+    def __init__(self, stats: TopicStats, live: PublisherLiveness):
+        self.stats, self.live, self.next_seq = stats, live, -1
 
 
 _MAX_NONCES = 16  # handshake topics kept subscribed while waiting: a slow publisher's late welcome counts
+_LIVENESS_CHECK_S = 0.01  # how often a polling subscriber looks for silent publishers
 
 
 class Subscriber:
     """Receives the topics it is given from any number of publishers' endpoints.
 
-    `topics` maps exact topic names to their policy; a message whose topic is not a key is discarded."""
+    `topics` maps exact topic names to their policy; a message whose topic is not a key is discarded, unless
+    `every` is a policy: then every other topic is received too, with that policy (a recorder). The runtime's
+    own `_hb/` and `_ready/` topics are never returned as data."""
 
     def __init__(
         self,
         endpoints: list[str],
         topics: dict[str, Policy | str],
         *,
+        every: Policy | str | None = None,
         name: str = "subscriber",
         latest_rcvhwm: int = 4,  # frames a stalled reader may hold per latest-topic publisher
         lossless_rcvhwm: int = 10_000,  # 100 s of audio chunks before gaps appear
@@ -352,14 +540,15 @@ class Subscriber:
         self.name = name
         self.endpoints = list(endpoints)
         self.policies = {check_name("topic", t): Policy(p) for t, p in topics.items()}
+        self.every = Policy(every) if every is not None else None
         self.stats = SubscriberStats()
         self.liveness: dict[str, PublisherLiveness] = {}
         self.events: deque[tuple[float, str, str]] = deque(maxlen=256)  # (time, source, "lost" | "back")
-        self._limits = limits or DecodeLimits()
         keys = _load_client_keys(curve) if curve is not None else None
         self._ctx = ctx or context()
         self._socks: dict[Policy, zmq.Socket] = {}
-        used = {p for p in self.policies.values()} or {Policy.LATEST}
+        used = set(self.policies.values()) | ({self.every} if self.every is not None else set())
+        used = used or {Policy.LATEST}
         # Heartbeats ride the latest socket when there is one: they are tiny and only the newest matters.
         heartbeat_policy = Policy.LATEST if Policy.LATEST in used else Policy.LOSSLESS
         try:
@@ -372,9 +561,12 @@ class Subscriber:
                 sock.setsockopt(zmq.RCVHWM, hwm)
                 if keys is not None:
                     sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = keys
+                if policy is self.every:
+                    sock.setsockopt(zmq.SUBSCRIBE, b"")  # every topic; the others' are not delivered twice
                 for topic, p in self.policies.items():
                     if p is policy:
-                        sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+                        # With its 0x00: the publisher filters on the exact topic, not on every extension.
+                        sock.setsockopt(zmq.SUBSCRIBE, topic_prefix(topic))
                 if policy is heartbeat_policy:
                     sock.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_PREFIX.encode())
                 for endpoint in self.endpoints:
@@ -383,17 +575,19 @@ class Subscriber:
         except Exception:
             self.close()
             raise
-        self._poller = zmq.Poller()
-        for sock in self._socks.values():
-            self._poller.register(sock, zmq.POLLIN)
+        self._pollitems = [(sock, _POLLIN) for sock in self._socks.values()]
+        self._sock_info = {sock: (policy, [(sock, _POLLIN)]) for policy, sock in self._socks.items()}
+        self._decoder = Decoder(limits)
         self._welcomed: dict[Policy, set[str]] = {p: set() for p in self._socks}
         self._nonces: deque[str] = deque()  # handshake topics subscribed on every socket, oldest first
-        self._next_seq: dict[tuple[str, str], int] = {}  # (topic, source) -> the sequence number due next
-        # Messages read but not yet returned (those that arrive while wait_ready runs): lossless in arrival
-        # order, at most `lossless_rcvhwm` of them; latest, the newest per topic.
-        self._pending: deque[Message] = deque()
+        self._streams: dict[tuple[str, str], _Stream] = {}  # (topic, source) -> its statistics and next seq
+        # Messages read but not yet returned: lossless in arrival order (those read while wait_ready runs are
+        # held, at most `lossless_rcvhwm` of them); latest, the newest per topic.
+        self._pending: list[Message] = []
+        self._held: deque[Message] = deque()
         self._pending_latest: dict[str, Message] = {}
-        self._pending_max = lossless_rcvhwm if lossless_rcvhwm > 0 else None
+        self._held_max = lossless_rcvhwm if lossless_rcvhwm > 0 else None
+        self._next_liveness_check = 0.0
         self._last_log = 0.0
         self._last_lost_log = 0.0
 
@@ -444,78 +638,123 @@ class Subscriber:
 
         Lossless messages come in arrival order; each latest topic contributes only its newest message.
         """
-        self._receive(0.0 if self._pending or self._pending_latest else timeout_s)
-        out = list(self._pending)
-        out.extend(self._pending_latest.values())
-        self._pending.clear()
-        self._pending_latest.clear()
+        latest = self._pending_latest
+        self._receive(0.0 if self._pending or self._held or latest else timeout_s)
+        out = self._pending
+        self._pending = []
+        if self._held:  # read by wait_ready, before these
+            out[:0] = self._held
+            self._held.clear()
+        if latest:
+            out.extend(latest.values())
+            latest.clear()
         return out
 
     def _receive(self, timeout_s: float, holding: bool = False) -> None:
         """Wait up to `timeout_s`, then read everything queued into the pending buffers."""
-        ready = dict(self._poller.poll(max(0, int(timeout_s * 1000))))
-        now = time.monotonic()
-        for policy, sock in self._socks.items():
-            if sock not in ready:
-                continue
+        ready = _zmq_poll(self._pollitems, int(timeout_s * 1000) if timeout_s > 0 else 0)
+        now = time.monotonic()  # one clock read per poll: the receive time of everything it drains
+        decode, policies, every = self._decoder.decode_parts, self.policies, self.every
+        head_max = self._decoder.limits.max_header_bytes + INLINE_MAX_BYTES
+        for sock, _ in ready:
+            policy, pollitem = self._sock_info[sock]
+            recv = sock.recv
             for _ in range(100_000):  # bounded drain: a flood cannot pin this loop forever
-                # Asking the socket is cheaper than raising and catching zmq.Again on every empty read.
-                if not sock.get(zmq.EVENTS) & zmq.POLLIN:
-                    break
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
                 try:
-                    msg = decode(frames, self._limits)
+                    # A Frame, not bytes: it knows whether more frames follow (asking the socket costs more).
+                    frame = recv(_NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                payload = None
+                try:
+                    if frame.more:
+                        payload = last = recv(_NOBLOCK, copy=False)  # the payload frame: kept, not copied
+                        parts = 2
+                        while last.more:
+                            last = recv(_NOBLOCK, copy=False)
+                            parts += 1
+                        if parts > 2:
+                            raise MessageError("frames", f"expected 1 or 2 frames, got {parts}")
+                    if len(frame) > head_max:  # refused before it is copied; within it, decode checks exactly
+                        raise MessageError("oversize", f"frame 0 is {len(frame)} bytes, limit {head_max}")
+                    msg = decode(frame.bytes, payload)  # frame 0 (at most a few KiB past 64 KiB): copied
                 except MessageError as exc:
                     self._drop(exc)
-                    continue
-                if self._control(msg, policy, now):
-                    continue
-                # Exact topics, on the socket of their policy: SUB filters on prefixes, so "cam" also lets
-                # "camera/x" through, and a latest "a" also passes a lossless "a/b" on the wrong socket.
-                if self.policies.get(msg.topic) is not policy:
-                    continue
-                self._accept(msg, policy, now, holding)
-        self._check_liveness(now)
+                else:
+                    topic = msg.topic
+                    if topic[0] == "_" and topic.startswith(_INTERNAL):
+                        self._control(msg, policy, now)  # never delivered as data
+                    # Exact topics, on the socket of their policy: the every socket receives all topics (and a
+                    # foreign publisher may not filter).
+                    elif policies.get(topic, every) is policy:
+                        self._accept(msg, policy, now, holding)
+                # More queued? Cheaper than raising and catching zmq.Again after the last message.
+                if not _zmq_poll(pollitem, 0):
+                    break
+        if now >= self._next_liveness_check:
+            self._next_liveness_check = now + _LIVENESS_CHECK_S
+            self._check_liveness(now)
 
-    def _accept(self, msg: Message, policy: Policy, now: float, holding: bool = False) -> None:
-        stats = self.stats.topics[msg.topic]
+    def _accept(self, msg: Message, policy: Policy, now: float, holding: bool) -> None:
+        stream = self._streams.get((msg.topic, msg.source))  # two publishers of a topic each number it
+        if stream is None:
+            stream = self._new_stream(msg.topic, msg.source, now)
+        live = stream.live
+        if live.alive:
+            live.last_seen = now
+        else:
+            self._heard(msg.source, now)
+        stats, seq = stream.stats, msg.seq
         stats.received += 1
-        self._heard(msg.source, now)
-        key = (msg.topic, msg.source)  # two publishers of one topic each number it from 0
-        expected = self._next_seq.get(key)
-        if expected is None and len(self._next_seq) >= MAX_TRACKED_SOURCES * 16:
-            self.stats.untracked_sources += 1
-            key = None
-        if expected is not None and msg.seq < expected:
-            stats.resets += 1
-        elif expected is not None and msg.seq > expected and policy is Policy.LOSSLESS:
-            stats.gaps += msg.seq - expected
-        if key is not None:
-            self._next_seq[key] = msg.seq + 1
-        stats.last_seq = msg.seq
+        stats.last_seq = seq
+        if seq != stream.next_seq and stream.next_seq >= 0:
+            if seq < stream.next_seq:
+                stats.resets += 1
+            elif policy is Policy.LOSSLESS:
+                stats.gaps += seq - stream.next_seq
+        stream.next_seq = seq + 1
         if policy is Policy.LOSSLESS:
+            if not holding:
+                self._pending.append(msg)
+                return
             # Only messages held across wait_ready calls are capped; what one poll reads is returned whole.
-            if holding and self._pending_max is not None and len(self._pending) >= self._pending_max:
-                self.stats.topics[self._pending.popleft().topic].gaps += 1  # never returned: lost here
-            self._pending.append(msg)
+            if self._held_max is not None and len(self._held) >= self._held_max:
+                self.stats.topics[self._held.popleft().topic].gaps += 1  # never returned: lost here
+            self._held.append(msg)
         else:
             if msg.topic in self._pending_latest:
                 stats.superseded += 1
             self._pending_latest[msg.topic] = msg
 
-    def _control(self, msg: Message, policy: Policy, now: float) -> bool:
+    def _new_stream(self, topic: str, source: str, now: float) -> _Stream:
+        stats = self.stats.topics.get(topic) or self._topic_stats(topic)
+        live = self.liveness.get(source)
+        if live is None:
+            self._heard(source, now)  # starts tracking it, or counts it untracked when there are too many
+            live = self.liveness.get(source)
+            if live is None:
+                return _Stream(stats, PublisherLiveness(0.2, now))  # delivered, not tracked
+        if len(self._streams) >= MAX_TRACKED_SOURCES * 16:  # a sender inventing names cannot grow memory
+            self.stats.untracked_sources += 1
+            return _Stream(stats, live)
+        stream = self._streams[topic, source] = _Stream(stats, live)
+        return stream
+
+    def _topic_stats(self, topic: str) -> TopicStats:
+        if self.every is not None and len(self.stats.topics) >= MAX_TRACKED_TOPICS:
+            self.stats.untracked_topics += 1  # a sender inventing topic names cannot grow memory
+            return TopicStats()
+        return self.stats.topics[topic]
+
+    def _control(self, msg: Message, policy: Policy, now: float) -> None:
         if msg.kind == "heartbeat" and msg.topic.startswith(HEARTBEAT_PREFIX):
             # Any shape holding one float64 (a sender's (), (1,) or (1, 1)); a bad value would disable or
             # hair-trigger the lost timer, so it falls back to the default period.
             one_float = msg.data.size == 1 and msg.data.dtype == np.float64
             period = float(msg.data.reshape(-1)[0]) if one_float else 0.0
             self._heard(msg.source, now, period if math.isfinite(period) and period > 0 else 0.2)
-            return True
-        if msg.kind == "ready" and msg.topic.startswith(READY_PREFIX):
-            if msg.topic in self._nonces:  # any of ours: the publisher saw our topics before that nonce
-                self._welcomed[policy].add(msg.source)
-            return True
-        return False
+        elif msg.kind == "ready" and msg.topic in self._nonces:
+            self._welcomed[policy].add(msg.source)  # any of ours: the publisher saw our topics before it
 
     def _heard(self, source: str, now: float, period_s: float | None = None) -> None:
         live = self.liveness.get(source)
@@ -544,8 +783,9 @@ class Subscriber:
                     welcomed.discard(source)  # a restarted publisher must welcome us again
                 if now - self._last_lost_log > 1.0:  # rate-limited like drops: many sources may go at once
                     self._last_lost_log = now
-                    log.warning("%s: publisher %s lost (silent %.2f s)", self.name, source,
-                                now - live.last_seen)
+                    log.warning(
+                        "%s: publisher %s lost (silent %.2f s)", self.name, source, now - live.last_seen
+                    )
 
     def _drop(self, exc: MessageError) -> None:
         self.stats.dropped[exc.reason] += 1

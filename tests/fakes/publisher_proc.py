@@ -54,13 +54,12 @@ class LoggingPublisher(Publisher):
 
     topics: list[Topic] = []
 
-    def _send_control(self, topic, kind, data=None):
-        if kind == "ready":
+    def service(self) -> None:
+        welcomes = self.welcomes
+        super().service()
+        # Nothing is published inside service(), so the counts now are the counts when the welcome went out.
+        for _ in range(self.welcomes - welcomes):
             print("welcome " + " ".join(f"{t.name}={t.count}" for t in self.topics), flush=True)
-        if data is None:
-            super()._send_control(topic, kind)
-        else:
-            super()._send_control(topic, kind, data)
 
 
 def main(argv: list[str] | None = None) -> int:

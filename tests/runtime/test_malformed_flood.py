@@ -21,7 +21,17 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from runtime.messages import _KIND, _NAME, _REQUIRED, DTYPES, DecodeLimits, MessageError, decode, encode
+from runtime.messages import (
+    _KIND,
+    _NAME,
+    _REQUIRED,
+    DTYPES,
+    INLINE_MAX_BYTES,
+    DecodeLimits,
+    MessageError,
+    decode,
+    encode,
+)
 from runtime.transport import Policy, Subscriber
 
 LOSSLESS = "flood/lossless"  # valid messages and most garbage
@@ -37,14 +47,15 @@ INT64 = st.integers(-(2**63), 2**63 - 1)
 
 # ------------------------------------------------------------------------------------------ strategies
 dtype_names = st.sampled_from(sorted(DTYPES))
-# At most 12**3 float64s = 13.5 KiB: inline and frame-2 payloads, all under LIMITS.max_payload_bytes.
+# At most 12**3 float64s = 13.5 KiB: all inline, under LIMITS.max_payload_bytes.
 small_shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=12)
-frame0s = st.one_of(
-    st.just(LOSSLESS.encode()),
-    st.just(LOSSLESS.encode()),
-    st.just(LATEST.encode()),
-    st.binary(min_size=1, max_size=8).map(lambda b: LOSSLESS.encode() + b),  # passes the prefix filter
+# The start of frame 0 that the subscriber's subscriptions let through (the publisher filters on them).
+heads = st.one_of(
+    st.just(LOSSLESS.encode() + b"\x00"),
+    st.just(LOSSLESS.encode() + b"\x00"),
+    st.just(LATEST.encode() + b"\x00"),
     st.binary(max_size=12).map(lambda b: b"_hb/" + b),  # heartbeat prefix: always subscribed
+    st.binary(max_size=12).map(lambda b: b"_hb/" + b + b"\x00"),
 )
 msgpack_values = st.recursive(
     st.none()
@@ -66,9 +77,19 @@ def _pack(obj) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
+def _split(frame0: bytes) -> tuple[bytes, bytes]:
+    """Frame 0 as (topic and its 0x00, header)."""
+    sep = frame0.index(0) + 1
+    return frame0[:sep], frame0[sep:]
+
+
+def _header(frame0: bytes) -> dict:
+    return msgpack.unpackb(_split(frame0)[1], raw=False)
+
+
 @st.composite
 def valid_frames(draw) -> list[bytes]:
-    """A well-formed message on a subscribed topic, as a list of bytes frames (2 or 3)."""
+    """A well-formed message on a subscribed topic, as a list of bytes frames (one: payloads are small)."""
     topic = draw(st.sampled_from([LOSSLESS, LATEST]))
     x = np.zeros(draw(small_shapes), DTYPES[draw(dtype_names)])
     source = draw(st.from_regex(_NAME, fullmatch=True))
@@ -79,30 +100,32 @@ def valid_frames(draw) -> list[bytes]:
 
 @st.composite
 def random_frames(draw) -> list[bytes]:
-    """Random bytes in 1 to 4 frames after a subscribed frame 0 (wrong_frame_count sends lone frame 0s)."""
-    return [draw(frame0s), *draw(st.lists(st.binary(max_size=256), min_size=1, max_size=4))]
+    """Random bytes after a subscribed start of frame 0, in 1 to 4 frames."""
+    first = draw(heads) + draw(st.binary(max_size=256))
+    return [first, *draw(st.lists(st.binary(max_size=256), max_size=3))]
 
 
 @st.composite
 def random_msgpack(draw) -> list[bytes]:
     """Any msgpack object as the header, with or without a payload frame."""
     extra = draw(st.lists(st.binary(max_size=64), max_size=1))
-    return [draw(frame0s), _pack(draw(msgpack_values)), *extra]
+    return [draw(heads) + _pack(draw(msgpack_values)), *extra]
 
 
 @st.composite
 def one_field_mutated(draw) -> list[bytes]:
     """A valid header with one field (or the inline data) replaced by any value, or removed."""
     frames = draw(valid_frames())
-    header = msgpack.unpackb(frames[1], raw=False)
+    prefix, _ = _split(frames[0])
+    header = _header(frames[0])
     key = draw(st.sampled_from([*_REQUIRED, "data"]))
     if key in header and draw(st.booleans()):
         del header[key]
     else:
         header[key] = draw(nasty_values)
-    frames[1] = _pack(header)
     if draw(st.booleans()):
-        frames[0] = draw(frame0s)
+        prefix = draw(heads)
+    frames[0] = prefix + _pack(header)
     return frames
 
 
@@ -110,7 +133,8 @@ def one_field_mutated(draw) -> list[bytes]:
 def with_ext(draw) -> list[bytes]:
     """An extension type (application, zero-length or timestamp) somewhere in an otherwise valid header."""
     frames = draw(valid_frames())
-    header = msgpack.unpackb(frames[1], raw=False)
+    prefix, _ = _split(frames[0])
+    header = _header(frames[0])
     ext = draw(
         st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=20))
         | st.builds(msgpack.Timestamp, st.integers(0, 2**32 - 1), st.integers(0, 999_999_999))
@@ -124,60 +148,65 @@ def with_ext(draw) -> list[bytes]:
         header["extra"] = {"x": [1, ext]}
     else:
         header = ext
-    frames[1] = _pack(header)
+    frames[0] = prefix + _pack(header)
     return frames
 
 
 @st.composite
 def bad_payload_length(draw) -> list[bytes]:
-    """A valid message whose payload (inline or frame 2) is truncated or extended."""
+    """A valid message whose payload (inline, or in a payload frame) is truncated or extended."""
     frames = draw(valid_frames())
     delta = draw(st.integers(-64, 64).filter(bool))
 
     def resize(b: bytes) -> bytes:
         return b[:delta] if delta < 0 else b + draw(st.binary(min_size=delta, max_size=delta))
 
-    if len(frames) == 3:
-        frames[2] = resize(frames[2])
-    else:
-        header = msgpack.unpackb(frames[1], raw=False)
-        header["data"] = resize(header["data"])
-        frames[1] = _pack(header)
-    return frames
+    prefix, _ = _split(frames[0])
+    header = _header(frames[0])
+    if draw(st.booleans()):
+        payload = header.pop("data")
+        return [prefix + _pack(header), resize(payload)]
+    header["data"] = resize(header["data"])
+    return [prefix + _pack(header)]
 
 
 @st.composite
 def wrong_frame_count(draw) -> list[bytes]:
-    """A valid message with frames dropped, duplicated, added or swapped."""
+    """A valid message with its payload moved, duplicated or joined by extra frames."""
     frames = draw(valid_frames())
-    op = draw(st.sampled_from(["topic only", "drop last", "duplicate", "append", "swap"]))
-    if op == "topic only":
-        return frames[:1]
-    if op == "drop last":
-        return frames[:-1]
+    op = draw(st.sampled_from(["payload frame dropped", "duplicate", "append", "swap"]))
+    prefix, _ = _split(frames[0])
+    header = _header(frames[0])
+    payload = header.pop("data")
+    if op == "payload frame dropped":
+        return [prefix + _pack(header)]
     if op == "duplicate":
-        i = draw(st.integers(1, len(frames) - 1))
-        return frames[: i + 1] + frames[i:]
+        return [frames[0], frames[0]]
     if op == "append":
         return frames + draw(st.lists(st.binary(max_size=32), min_size=1, max_size=3))
-    return [frames[0], *reversed(frames[1:])]
+    return [prefix + payload, _pack(header)]
 
 
 @st.composite
 def oversize(draw) -> list[bytes]:
-    """Headers over max_header_bytes, payload frames over max_payload_bytes, shapes whose size is over it."""
-    op = draw(st.sampled_from(["header", "payload frame", "shape"]))
-    if op == "header":
-        n = draw(st.integers(LIMITS.max_header_bytes + 1, LIMITS.max_header_bytes + 2048))
-        return [draw(frame0s), draw(st.binary(min_size=8, max_size=8)) * (n // 8 + 1)]
+    """Frame 0 over the size limit, headers over max_header_bytes, payload frames over max_payload_bytes,
+    shapes whose size is over it."""
+    op = draw(st.sampled_from(["frame 0", "header", "payload frame", "shape"]))
+    if op == "frame 0":
+        n = draw(st.integers(LIMITS.max_header_bytes + INLINE_MAX_BYTES + 1, 80_000))
+        return [draw(heads) + draw(st.binary(min_size=8, max_size=8)) * (n // 8 + 1)]
     frames = draw(valid_frames())
-    header = msgpack.unpackb(frames[1], raw=False)
+    prefix, _ = _split(frames[0])
+    header = _header(frames[0])
+    if op == "header":
+        header["pad"] = b"\0" * draw(st.integers(LIMITS.max_header_bytes, 2 * LIMITS.max_header_bytes))
+        return [prefix + _pack(header)]
     header.pop("data", None)
     if op == "shape":
         header["shape"] = draw(st.lists(st.integers(200, 2**31 - 1), min_size=2, max_size=4))
-        return [frames[0], _pack(header), b"\0" * 64]
+        return [prefix + _pack(header), b"\0" * 64]
     n = draw(st.integers(LIMITS.max_payload_bytes + 1, LIMITS.max_payload_bytes + 4096))
-    return [frames[0], _pack(header), b"\xab" * n]
+    return [prefix + _pack(header), b"\xab" * n]
 
 
 malformed = st.one_of(
@@ -213,7 +242,8 @@ def _hypothesis_messages(batches: int) -> list[list[bytes]]:
 
 
 def _rng_messages(n: int, seed: int) -> list[list[bytes]]:
-    """Bulk mutations of valid messages: bit flips, truncation, insertion, overwrites, frame surgery."""
+    """Bulk mutations of valid messages' headers (after the topic, which the subscription filter must let
+    through): bit flips, truncation, insertion, overwrites, frame surgery."""
     rng = np.random.default_rng(seed)
     names = sorted(DTYPES)
     out = []
@@ -221,8 +251,10 @@ def _rng_messages(n: int, seed: int) -> list[list[bytes]]:
         shape = tuple(int(s) for s in rng.integers(0, 13, size=rng.integers(0, 4)))
         x = np.zeros(shape, DTYPES[names[rng.integers(len(names))]])
         topic = LOSSLESS if rng.random() < 0.7 else LATEST
-        frames = [bytes(f) for f in encode(topic, i, int(rng.integers(1 << 62)), i, SOURCE, "joint", x)]
-        h = bytearray(frames[1])
+        (frame0,) = [bytes(f) for f in encode(topic, i, int(rng.integers(1 << 62)), i, SOURCE, "joint", x)]
+        prefix, h = _split(frame0)
+        h = bytearray(h)
+        frames = [b""]
         op = rng.integers(8)
         if op == 0:  # bit flips
             for bit in rng.integers(0, len(h) * 8, size=rng.integers(1, 5)):
@@ -236,26 +268,20 @@ def _rng_messages(n: int, seed: int) -> list[list[bytes]]:
             pos = int(rng.integers(0, len(h)))
             span = rng.bytes(int(rng.integers(1, 8)))
             h[pos : pos + len(span)] = span
-        elif op == 4:  # a frame duplicated
-            i_dup = int(rng.integers(1, len(frames)))
-            frames.insert(i_dup, frames[i_dup])
-            h = None
-        elif op == 5:  # a frame dropped
-            del frames[int(rng.integers(1, len(frames)))]
-            h = None
-        elif op == 6:  # payload truncated or extended (inline: the header's bytes; frame 2: the frame)
-            if len(frames) == 3:
-                frames[2] = frames[2][: -int(rng.integers(1, 9))] if rng.random() < 0.5 else frames[2] + b"\0"
+        elif op == 4:  # a frame added: random bytes, or the message itself again
+            frames.append(rng.bytes(int(rng.integers(0, 64))) if rng.random() < 0.5 else frame0)
+        elif op == 5:  # the payload's last bytes moved to a frame of their own
+            cut = int(rng.integers(1, 9))
+            frames.append(bytes(h[-cut:]))
+            del h[-cut:]
+        elif op == 6:  # payload truncated or extended
+            if rng.random() < 0.5:
+                del h[-int(rng.integers(1, 9)) :]
             else:
                 h += rng.bytes(int(rng.integers(1, 4)))
-        else:  # header and payload swapped, or a byte of the header zeroed
-            if len(frames) == 3:
-                frames[1], frames[2] = frames[2], frames[1]
-                h = None
-            else:
-                h[int(rng.integers(0, len(h)))] = 0
-        if h is not None:
-            frames[1] = bytes(h)
+        else:  # a byte of the header zeroed
+            h[int(rng.integers(0, len(h)))] = 0
+        frames[0] = prefix + bytes(h)
         out.append(frames)
     return out
 
@@ -263,11 +289,13 @@ def _rng_messages(n: int, seed: int) -> list[list[bytes]]:
 def _crafted() -> list[list[bytes]]:
     """Hand-made edge cases that must be refused, whatever the generators happen to draw."""
     x = np.arange(3, dtype=np.float32)
-    frames = [bytes(f) for f in encode(LOSSLESS, 0, 0, 0, SOURCE, "joint", x)]
-    header = msgpack.unpackb(frames[1], raw=False)
+    (frame0,) = [bytes(f) for f in encode(LOSSLESS, 0, 0, 0, SOURCE, "joint", x)]
+    prefix, _ = _split(frame0)
+    header = _header(frame0)
     edits = [
         {"v": True},  # msgpack true == 1 in Python
-        {"v": 1.0},
+        {"v": 2.0},
+        {"v": 1},  # the previous format version
         {"seq": True},
         {"capture_ns": False},
         {"send_ns": 2**63},
@@ -277,10 +305,13 @@ def _crafted() -> list[list[bytes]]:
         {"dtype": "uint64"},
         {"shape": [4]},
     ]
-    out = [[frames[0], _pack(header | edit)] for edit in edits]
-    big = [bytes(f) for f in encode(LOSSLESS, 0, 0, 0, SOURCE, "joint", np.zeros(1000, np.uint8))]
-    out.append(big[:2] + [b"\0" * (LIMITS.max_payload_bytes + 1)])  # payload frame over the limit
-    out.append([LOSSLESS.encode(), b"\x81\xa1x\xc7\x00\x05"])  # raw zero-length ext
+    out = [[prefix + _pack(header | edit)] for edit in edits]
+    big = header | {"shape": [1000], "dtype": "uint8"}
+    del big["data"]
+    out.append([prefix + _pack(big), b"\0" * (LIMITS.max_payload_bytes + 1)])  # payload frame over the limit
+    out.append([prefix + b"\x81\xa1x\xc7\x00\x05"])  # raw zero-length ext
+    out.append([b"_hb/a b\x00" + _pack(header)])  # a topic that is no name
+    out.append([b"_hb/arm"])  # no 0x00 after the topic
     return out
 
 
@@ -451,7 +482,7 @@ def test_odd_heartbeat_payload_does_not_crash_the_subscriber(tmp_path, period):
     sub = Subscriber([endpoint], {"t": Policy.LOSSLESS}, name="hb")
     try:
         seen = set()
-        while not {b"\x01t", b"\x01_hb/"} <= seen:  # both subscriptions have reached the publisher
+        while not {b"\x01t\x00", b"\x01_hb/"} <= seen:  # both subscriptions have reached the publisher
             assert pub.poll(5000), "subscriptions never arrived"
             seen.add(pub.recv())
         pub.send_multipart(encode("_hb/odd", 0, 0, 0, "odd", "heartbeat", period))

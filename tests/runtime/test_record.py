@@ -26,12 +26,11 @@ from runtime.record import (
     ReadReport,
     Recorder,
     RecordingError,
-    ReplayPublisher,
     iter_recording,
     read_recording,
     recording_summary,
 )
-from runtime.transport import Policy, Subscriber
+from runtime.transport import Policy, Publisher, Subscriber
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))  # `import fakes` under any --import-mode
@@ -264,10 +263,10 @@ def test_replay_speed_zero_is_lossless_and_fast(recorded, short_dir):
 @pytest.mark.timeout(60)
 def test_replay_publisher_waits_for_a_slow_subscriber(short_dir):
     """A reader that stalls while 3000 messages are replayed into small queues still gets every one, in
-    order: `republish` waits on a full queue instead of dropping (a plain XPUB drops silently). The reader is
-    a bare SUB socket, so only the publisher side is under test."""
+    order: with `nodrop`, `republish` waits on a full queue instead of dropping (a plain XPUB drops
+    silently). The reader is a bare SUB socket, so only the publisher side is under test."""
     endpoint = f"ipc://{short_dir}/slow.sock"
-    pub = ReplayPublisher(endpoint, sndhwm=10)
+    pub = Publisher(endpoint, "replay", nodrop=True, sndhwm=10)
     sock = zmq.Context.instance().socket(zmq.SUB)
     try:
         sock.setsockopt(zmq.RCVHWM, 10)

@@ -21,6 +21,7 @@ import zmq
 import zmq.auth
 
 from runtime import transport
+from runtime.messages import Message, encode
 from runtime.transport import (
     CurveClient,
     CurveServer,
@@ -324,6 +325,163 @@ def test_stalled_subscriber_bounded_memory_and_counted_gaps(tmp_short, publisher
     assert len(frames) == 1 and camera.superseded > superseded_before  # several were queued, one came out
     assert all(m.seq > frames[0].seq for m in later if m.topic == "cam/image")  # it was the newest read
     assert audio.gaps > gaps_before, "lossless overflow not counted"
+
+
+# ------------------------------------------------------------------------------- every topic, replay
+class RawPublisher:
+    """A bare XPUB socket (a foreign publisher): answers handshakes on `answer()`, sends what it is given."""
+
+    def __init__(self, endpoint: str, source: str = "raw"):
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.XPUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+        self.sock.bind(endpoint)
+        self.source = source
+
+    def answer(self) -> None:
+        while self.sock.poll(0):
+            event = self.sock.recv()
+            if event[:1] == b"\x01" and event[1:].startswith(b"_ready/"):
+                self.send(event[1:].decode(), "ready", np.zeros(0, np.uint8))
+
+    def send(self, topic: str, kind: str, data: np.ndarray, seq: int = 0) -> None:
+        self.sock.send_multipart(encode(topic, seq, seq, seq, self.source, kind, data))
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.ctx.term()
+
+
+def _ready(sub: Subscriber, *publishers) -> None:
+    deadline = time.monotonic() + 10
+    while not sub.wait_ready(0.02):
+        assert time.monotonic() < deadline, "never ready"
+        for pub in publishers:
+            (pub.answer if isinstance(pub, RawPublisher) else pub.service)()
+
+
+@pytest.mark.timeout(30)
+def test_every_subscriber_receives_each_topic_once_and_never_internal_ones(tmp_short, subscribers):
+    """`every=LOSSLESS` delivers every topic a publisher sends, each message once and in order, except the
+    named topics, which keep their own policy (a latest topic still collapses to its newest message), and
+    the runtime's `_hb/` and `_ready/` topics, never delivered as data whatever their kind."""
+    raw = RawPublisher(f"ipc://{tmp_short}/every", source="raw")
+    try:
+        sub = subscribers([f"ipc://{tmp_short}/every"], {"cam": Policy.LATEST}, every=Policy.LOSSLESS)
+        _ready(sub, raw)
+        for seq in range(5):
+            raw.send("a/1", "joint", np.full(3, seq, np.float32), seq)
+            raw.send("b", "audio", np.full(160, seq, np.float32), seq)
+            raw.send("cam", "image", np.full((8, 8, 3), seq, np.uint8), seq)
+            raw.send("_hb/raw", "joint", np.zeros(3, np.float32), seq)  # data on internal topics
+            raw.send("_ready/0123456789abcdef", "image", np.zeros(3, np.uint8), seq)
+            raw.send("_ready", "joint", np.zeros(3, np.float32), seq)  # not internal: no slash
+        time.sleep(0.3)  # everything has arrived: one poll reads it all
+        got = sub.poll(0.5)
+        got += sub.poll(0.1)
+    finally:
+        raw.close()
+    lossless = [(m.topic, m.seq) for m in got if m.topic != "cam"]
+    assert [x for x in lossless if x[0] == "a/1"] == [("a/1", i) for i in range(5)]
+    assert [x for x in lossless if x[0] == "b"] == [("b", i) for i in range(5)]
+    assert [x for x in lossless if x[0] == "_ready"] == [("_ready", i) for i in range(5)]
+    assert len(lossless) == 15
+    assert [(m.topic, m.seq) for m in got if m.topic == "cam"] == [("cam", 4)]
+    assert sub.stats.topics["cam"].superseded == 4 and sub.stats.topics["a/1"].gaps == 0
+    assert not any(t.startswith(("_hb/", "_ready/")) for t in sub.stats.topics)
+    assert not sub.stats.dropped
+
+
+@pytest.mark.timeout(30)
+def test_publisher_tracks_subscriptions_by_prefix(tmp_short, subscribers):
+    """A Publisher counts live subscriptions per prefix (`topic` + 0x00, `_hb/` once per subscriber, the
+    empty prefix of an every-topic subscriber), answers and counts handshakes, and forgets a closed
+    subscriber's prefixes; `readers()` and `covered()` follow."""
+    ep = f"ipc://{tmp_short}/prefixes"
+    with Publisher(ep, "p") as pub:
+        exact = subscribers([ep], {"x": Policy.LOSSLESS, "y": Policy.LATEST})
+        every = subscribers([ep], {}, every=Policy.LOSSLESS)
+        _ready(exact, pub)
+        _ready(every, pub)
+        deadline = time.monotonic() + 5
+        while pub.prefixes.get("", 0) < 1 or pub.readers() < 2:
+            assert time.monotonic() < deadline, pub.prefixes
+            pub.service()
+            time.sleep(0.005)
+        assert pub.prefixes == {"x\x00": 1, "y\x00": 1, "_hb/": 2, "": 1}
+        assert pub.subscriptions == 3 and pub.handshakes >= 2 and pub.welcomes >= 3  # exact has 2 sockets
+        assert pub.covered("x") and pub.covered("anything")
+        every.close()
+        while "" in pub.prefixes or pub.readers() != 1:
+            assert time.monotonic() < deadline + 5, pub.prefixes
+            pub.service()
+            time.sleep(0.005)
+        assert pub.prefixes == {"x\x00": 1, "y\x00": 1, "_hb/": 1}
+        assert pub.covered("y") and not pub.covered("x/more") and not pub.covered("anything")
+        with pytest.raises(ValueError, match="runtime's own"):
+            pub.publish("_hb/p", "joint", np.zeros(1, np.float32), 0)
+
+
+@pytest.mark.timeout(30)
+def test_republish_is_unchanged_and_keeps_recorded_sources_alive(tmp_short, subscribers):
+    """`republish` delivers a recorded message with its own topic, seq, timestamps, source, kind and payload,
+    and from then on the publisher heartbeats for that source, so a subscriber keeps it alive while no
+    message of it comes (and learns the replay's own source too)."""
+    ep = f"ipc://{tmp_short}/replay"
+    with Publisher(ep, "replay", heartbeat_period_s=0.05, nodrop=True) as pub:
+        sub = subscribers([ep], {}, every=Policy.LOSSLESS)
+        _ready(sub, pub)
+        sent = [
+            Message("cam/rgb", 40 + i, 1000 + i, 2000 + i, "cam", "image", np.full((4, 4, 3), i, np.uint8))
+            for i in range(5)
+        ]
+        assert all(pub.republish(m) for m in sent)
+        got = []
+        end = time.monotonic() + 1.0  # 20 heartbeat periods without a message from "cam"
+        while time.monotonic() < end:
+            pub.service()
+            got += sub.poll(0.01)
+    assert [(m.topic, m.seq, m.capture_ns, m.send_ns, m.source, m.kind) for m in got] == [
+        (m.topic, m.seq, m.capture_ns, m.send_ns, m.source, m.kind) for m in sent
+    ]
+    assert all(np.array_equal(a.data, b.data) for a, b in zip(got, sent, strict=True))
+    assert pub.sources == ["replay", "cam"]
+    assert sub.liveness["cam"].alive and sub.liveness["cam"].period_s == 0.05 and not sub.events
+    assert sub.liveness["replay"].alive and not pub.dropped
+
+
+@pytest.mark.timeout(30)
+def test_nodrop_publisher_gives_up_after_its_timeout_or_when_stopped(tmp_short):
+    """With `nodrop`, a send into a full queue waits; it gives up (False, counted in `dropped`) after
+    `send_timeout_s`, or at once when `stop()` says so, and publishes again once there is room."""
+    ep = f"ipc://{tmp_short}/nodrop"
+    ctx = zmq.Context()
+    reader = ctx.socket(zmq.SUB)
+    reader.setsockopt(zmq.LINGER, 0)
+    reader.setsockopt(zmq.RCVHWM, 1)
+    reader.setsockopt(zmq.SUBSCRIBE, b"")
+    try:
+        with Publisher(ep, "p", nodrop=True, sndhwm=1, send_timeout_s=0.3) as pub:
+            reader.connect(ep)
+            assert pub.wait_for_subscribers(1, 5)
+            big = Message("t", 0, 0, 0, "p", "image", np.zeros(2**20, np.uint8))  # 1 MiB: buffers fill fast
+            sent = 0
+            t0 = time.monotonic()
+            while pub.republish(big._replace(seq=sent)):
+                sent += 1
+                assert sent < 200, "the queue never filled"
+            waited = time.monotonic() - t0
+            assert pub.dropped == 1 and pub.blocked_s >= 0.3 and waited >= 0.3
+            t0 = time.monotonic()
+            assert not pub.republish(big, stop=lambda: True)
+            assert pub.dropped == 2 and time.monotonic() - t0 < 0.2
+            while reader.poll(100):
+                reader.recv_multipart()  # room again
+            assert pub.republish(big._replace(seq=sent))
+    finally:
+        reader.close()
+        ctx.term()
 
 
 # ----------------------------------------------------------------------------------------- security
