@@ -3,6 +3,9 @@
 A publisher process stamps each frame with `time.monotonic_ns()` just before publishing; the subscriber (this
 process) subtracts that from its own clock on receipt (same host, same clock). The raw baseline sends the
 same frames with bare pyzmq PUB/SUB and a msgpack map {capture_ns, data}, same rate, same endpoints, same run.
+
+Ours and raw alternate in rounds, and which goes first alternates too, so a slow or fast spell of a shared
+machine hits both alike; the percentiles pool every round's frames, and the details keep each round's p50.
 """
 
 import multiprocessing as mp
@@ -16,7 +19,6 @@ import numpy as np
 import zmq
 
 from runtime.benchmarks.report import Report
-from runtime.latency import LatencyStats
 from runtime.transport import Publisher, Subscriber
 
 TARGETS = {"hop_p50_us_64": ("<=", 150), "hop_p99_us_64": ("<=", 1000), "overhead_ratio_64": ("<=", 1.3)}
@@ -24,9 +26,9 @@ TARGETS = {"hop_p50_us_64": ("<=", 150), "hop_p99_us_64": ("<=", 1000), "overhea
 
 @dataclass
 class TransportBenchConfig:
-    frames: int = 2000
+    frames: int = 4000
     """Frames per measurement (image sizes 64 and 224, ours and raw)."""
-    rounds: int = 4
+    rounds: int = 8
     """Ours and raw alternate this many times (frames split evenly), so both see the same machine state."""
     rate_hz: float = 500.0
     """Publish rate of the timed frames."""
@@ -91,7 +93,7 @@ def _audio_publisher(endpoint: str, seconds: float, rate_hz: float, start: mp.Ev
     pub.close()
 
 
-def _measure_ours(endpoint: str, side: int, cfg: TransportBenchConfig) -> LatencyStats:
+def _measure_ours(endpoint: str, side: int, cfg: TransportBenchConfig) -> np.ndarray:
     ctx = mp.get_context("spawn")
     start = ctx.Event()
     proc = ctx.Process(target=_ours_publisher, args=(endpoint, side, cfg.frames, cfg.rate_hz, start))
@@ -99,19 +101,18 @@ def _measure_ours(endpoint: str, side: int, cfg: TransportBenchConfig) -> Latenc
     sub = Subscriber([endpoint], {"camera/image": "lossless"}, name="bench")
     if not sub.wait_ready(10):
         raise RuntimeError("benchmark publisher never became ready")
-    stats = LatencyStats(cfg.frames)
+    latencies: list[int] = []
     start.set()
-    got, deadline = 0, time.monotonic() + cfg.frames / cfg.rate_hz + 10
-    while got < cfg.frames and time.monotonic() < deadline:
+    deadline = time.monotonic() + cfg.frames / cfg.rate_hz + 10
+    while len(latencies) < cfg.frames and time.monotonic() < deadline:
         for msg in sub.poll(0.1):
-            stats.add((time.monotonic_ns() - msg.capture_ns) / 1e9)
-            got += 1
+            latencies.append(time.monotonic_ns() - msg.capture_ns)
     sub.close()
     proc.join(5)
-    return stats
+    return np.array(latencies, np.float64) / 1e3  # microseconds
 
 
-def _measure_raw(endpoint: str, side: int, cfg: TransportBenchConfig) -> LatencyStats:
+def _measure_raw(endpoint: str, side: int, cfg: TransportBenchConfig) -> np.ndarray:
     ctx = mp.get_context("spawn")
     start = ctx.Event()
     proc = ctx.Process(target=_raw_publisher, args=(endpoint, side, cfg.frames, cfg.rate_hz, start))
@@ -124,10 +125,10 @@ def _measure_raw(endpoint: str, side: int, cfg: TransportBenchConfig) -> Latency
     time.sleep(1.0)  # bare pyzmq has no handshake: wait out the slow joiner
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
-    stats = LatencyStats(cfg.frames)
+    latencies: list[int] = []
     start.set()
-    got, deadline = 0, time.monotonic() + cfg.frames / cfg.rate_hz + 10
-    while got < cfg.frames and time.monotonic() < deadline:
+    deadline = time.monotonic() + cfg.frames / cfg.rate_hz + 10
+    while len(latencies) < cfg.frames and time.monotonic() < deadline:
         if poller.poll(100):
             while True:
                 try:
@@ -136,12 +137,11 @@ def _measure_raw(endpoint: str, side: int, cfg: TransportBenchConfig) -> Latency
                     break
                 msg = msgpack.unpackb(raw)
                 np.frombuffer(msg["data"], np.uint8).reshape(side, side, 3)
-                stats.add((time.monotonic_ns() - msg["capture_ns"]) / 1e9)
-                got += 1
+                latencies.append(time.monotonic_ns() - msg["capture_ns"])
     sock.close()
     zctx.term()
     proc.join(5)
-    return stats
+    return np.array(latencies, np.float64) / 1e3  # microseconds
 
 
 def _measure_audio(endpoint: str, cfg: TransportBenchConfig) -> tuple[float, int]:
@@ -172,22 +172,28 @@ def _measure_audio(endpoint: str, cfg: TransportBenchConfig) -> tuple[float, int
     return got / max(1e-9, (last or 0) - (first or 0)), gaps
 
 
-def _percentiles_us(samples: list[LatencyStats]) -> dict[str, float]:
-    merged = np.concatenate([s._buf[: min(s.count, len(s._buf))] for s in samples]) * 1e6
+def _percentiles_us(samples: list[np.ndarray]) -> dict[str, float]:
+    merged = np.concatenate(samples)
     p50, p99 = np.percentile(merged, [50, 99])
     return {"p50": float(p50), "p99": float(p99), "count": int(merged.size)}
+
+
+def _round_p50s(samples: list[np.ndarray]) -> list[float]:
+    return [round(float(np.percentile(s, 50)), 1) if s.size else float("nan") for s in samples]
 
 
 def run(cfg: TransportBenchConfig) -> Report:
     report = Report("transport", config=vars(cfg).copy(), targets=TARGETS)
     block = TransportBenchConfig(frames=max(1, cfg.frames // cfg.rounds), rate_hz=cfg.rate_hz)
-    runs: dict[str, list[LatencyStats]] = {"ours64": [], "raw64": [], "ours224": [], "raw224": []}
+    runs: dict[str, list[np.ndarray]] = {"ours64": [], "raw64": [], "ours224": [], "raw224": []}
     with tempfile.TemporaryDirectory() as tmp:
         endpoint = lambda name: f"ipc://{tmp}/{name}-{os.getpid()}"  # noqa: E731
         for i in range(cfg.rounds):  # alternate, so a busy moment of the machine hits both sides alike
             for side in (64, 224):
-                runs[f"ours{side}"].append(_measure_ours(endpoint(f"o{side}-{i}"), side, block))
-                runs[f"raw{side}"].append(_measure_raw(endpoint(f"r{side}-{i}"), side, block))
+                order = ("ours", "raw") if i % 2 == 0 else ("raw", "ours")  # neither always goes first
+                for who in order:
+                    measure = _measure_ours if who == "ours" else _measure_raw
+                    runs[f"{who}{side}"].append(measure(endpoint(f"{who}{side}-{i}"), side, block))
         audio_rate, audio_gaps = _measure_audio(endpoint("audio"), cfg)
     ours64, raw64 = _percentiles_us(runs["ours64"]), _percentiles_us(runs["raw64"])
     ours224, raw224 = _percentiles_us(runs["ours224"]), _percentiles_us(runs["raw224"])
@@ -205,6 +211,8 @@ def run(cfg: TransportBenchConfig) -> Report:
             "raw_p50_us_224": raw224["p50"],
             "raw_p99_us_224": raw224["p99"],
             "frames_received_64": ours64["count"],
+            "raw_frames_received_64": raw64["count"],
+            "round_p50_us_64": {"ours": _round_p50s(runs["ours64"]), "raw": _round_p50s(runs["raw64"])},
             "audio_offered_msgs_per_s": cfg.audio_rate_hz,
             "audio_gaps": audio_gaps,
             "transport": "ipc (Unix domain socket), publisher in a spawned process, subscriber in this one",
