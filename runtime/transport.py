@@ -25,9 +25,10 @@ with `republish(msg)` sends recorded messages unchanged, waiting for a full subs
 dropping, heartbeating for the recorded sources, and `prefixes`/`readers()`/`wait_for_readers()` tell who is
 subscribed to what.
 
-The hot paths (`publish`, `poll`) are written for latency: a message is one ZeroMQ frame up to 64 KiB of
-payload (see runtime/messages.py), one clock read per poll, and no per-message allocation beyond the
-message itself; `python -m launch.bench transport` measures them against bare pyzmq.
+The hot paths (`publish`, `poll`) are written for latency, since every Python step on them shows up in the
+hop (the code runs cold, woken from a poll): a message is one ZeroMQ frame up to 64 KiB of payload, a known
+stream's header is neither rebuilt nor re-parsed (see runtime/messages.py), one clock read per poll, one
+lookup per message for its statistics; `python -m launch.bench transport` measures them against bare pyzmq.
 """
 
 import hashlib
@@ -578,6 +579,7 @@ class Subscriber:
         self._pollitems = [(sock, _POLLIN) for sock in self._socks.values()]
         self._sock_info = {sock: (policy, [(sock, _POLLIN)]) for policy, sock in self._socks.items()}
         self._decoder = Decoder(limits)
+        self._head_max = self._decoder.limits.max_header_bytes + INLINE_MAX_BYTES  # frame 0, at most
         self._welcomed: dict[Policy, set[str]] = {p: set() for p in self._socks}
         self._nonces: deque[str] = deque()  # handshake topics subscribed on every socket, oldest first
         self._streams: dict[tuple[str, str], _Stream] = {}  # (topic, source) -> its statistics and next seq
@@ -654,8 +656,12 @@ class Subscriber:
         """Wait up to `timeout_s`, then read everything queued into the pending buffers."""
         ready = _zmq_poll(self._pollitems, int(timeout_s * 1000) if timeout_s > 0 else 0)
         now = time.monotonic()  # one clock read per poll: the receive time of everything it drains
-        decode, policies, every = self._decoder.decode_parts, self.policies, self.every
-        head_max = self._decoder.limits.max_header_bytes + INLINE_MAX_BYTES
+        decode, policies, every, head_max = (
+            self._decoder.decode_parts,
+            self.policies,
+            self.every,
+            self._head_max,
+        )
         for sock, _ in ready:
             policy, pollitem = self._sock_info[sock]
             recv = sock.recv
