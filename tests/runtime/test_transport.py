@@ -368,7 +368,9 @@ def test_every_subscriber_receives_each_topic_once_and_never_internal_ones(tmp_s
     the runtime's `_hb/` and `_ready/` topics, never delivered as data whatever their kind."""
     raw = RawPublisher(f"ipc://{tmp_short}/every", source="raw")
     try:
-        sub = subscribers([f"ipc://{tmp_short}/every"], {"cam": Policy.LATEST}, every=Policy.LOSSLESS)
+        sub = subscribers(  # a latest queue deep enough for the burst: this test is not about stalls
+            [f"ipc://{tmp_short}/every"], {"cam": Policy.LATEST}, every=Policy.LOSSLESS, latest_rcvhwm=100
+        )
         _ready(sub, raw)
         for seq in range(5):
             raw.send("a/1", "joint", np.full(3, seq, np.float32), seq)
@@ -377,9 +379,13 @@ def test_every_subscriber_receives_each_topic_once_and_never_internal_ones(tmp_s
             raw.send("_hb/raw", "joint", np.zeros(3, np.float32), seq)  # data on internal topics
             raw.send("_ready/0123456789abcdef", "image", np.zeros(3, np.uint8), seq)
             raw.send("_ready", "joint", np.zeros(3, np.float32), seq)  # not internal: no slash
-        time.sleep(0.3)  # everything has arrived: one poll reads it all
-        got = sub.poll(0.5)
-        got += sub.poll(0.1)
+        time.sleep(0.3)  # all sent before the first poll: the latest topic has several queued
+        got: list[Message] = []
+        deadline = time.monotonic() + 10
+        while sum(m.topic != "cam" for m in got) < 15 or ("cam", 4) not in [(m.topic, m.seq) for m in got]:
+            assert time.monotonic() < deadline, [(m.topic, m.seq) for m in got]
+            got += sub.poll(0.1)
+        got += sub.poll(0.2)
     finally:
         raw.close()
     lossless = [(m.topic, m.seq) for m in got if m.topic != "cam"]
@@ -387,8 +393,10 @@ def test_every_subscriber_receives_each_topic_once_and_never_internal_ones(tmp_s
     assert [x for x in lossless if x[0] == "b"] == [("b", i) for i in range(5)]
     assert [x for x in lossless if x[0] == "_ready"] == [("_ready", i) for i in range(5)]
     assert len(lossless) == 15
-    assert [(m.topic, m.seq) for m in got if m.topic == "cam"] == [("cam", 4)]
-    assert sub.stats.topics["cam"].superseded == 4 and sub.stats.topics["a/1"].gaps == 0
+    cams = [m.seq for m in got if m.topic == "cam"]
+    camera = sub.stats.topics["cam"]
+    assert cams[-1] == 4 and cams == sorted(set(cams)) and len(cams) + camera.superseded == 5
+    assert camera.superseded >= 1 and sub.stats.topics["a/1"].gaps == 0
     assert not any(t.startswith(("_hb/", "_ready/")) for t in sub.stats.topics)
     assert not sub.stats.dropped
 
@@ -429,7 +437,7 @@ def test_republish_is_unchanged_and_keeps_recorded_sources_alive(tmp_short, subs
     and from then on the publisher heartbeats for that source, so a subscriber keeps it alive while no
     message of it comes (and learns the replay's own source too)."""
     ep = f"ipc://{tmp_short}/replay"
-    with Publisher(ep, "replay", heartbeat_period_s=0.05, nodrop=True) as pub:
+    with Publisher(ep, "replay", heartbeat_period_s=0.1, nodrop=True) as pub:
         sub = subscribers([ep], {}, every=Policy.LOSSLESS)
         _ready(sub, pub)
         sent = [
@@ -438,7 +446,7 @@ def test_republish_is_unchanged_and_keeps_recorded_sources_alive(tmp_short, subs
         ]
         assert all(pub.republish(m) for m in sent)
         got = []
-        end = time.monotonic() + 1.0  # 20 heartbeat periods without a message from "cam"
+        end = time.monotonic() + 1.0  # 10 heartbeat periods without a message from "cam"
         while time.monotonic() < end:
             pub.service()
             got += sub.poll(0.01)
@@ -447,7 +455,7 @@ def test_republish_is_unchanged_and_keeps_recorded_sources_alive(tmp_short, subs
     ]
     assert all(np.array_equal(a.data, b.data) for a, b in zip(got, sent, strict=True))
     assert pub.sources == ["replay", "cam"]
-    assert sub.liveness["cam"].alive and sub.liveness["cam"].period_s == 0.05 and not sub.events
+    assert sub.liveness["cam"].alive and sub.liveness["cam"].period_s == 0.1 and not sub.events
     assert sub.liveness["replay"].alive and not pub.dropped
 
 
