@@ -6,9 +6,11 @@ File layout (the `mcap` library, https://mcap.dev):
 - one schema per channel, encoding `jsonschema`, describing the envelope (the same for every channel but
   the `topic` constant; the channel's metadata holds the kind, dtype, shape and source it started with);
 - each MCAP message's data is the whole envelope as one self-contained msgpack map: the wire header fields
-  (`v, topic, seq, capture_ns, send_ns, source, kind, dtype, shape`) and the payload bytes under `data`
-  (always inline here, however large); `log_time` is the recorder's `time.monotonic_ns()` at receipt,
-  `publish_time` is `capture_ns`, `sequence` is `seq` (truncated to 32 bits, as MCAP stores it);
+  (`v, seq, capture_ns, send_ns, source, kind, dtype, shape`), the `topic` (on the wire it is the start of
+  frame 0, not a header key) and the payload bytes under `data` (always inline here, however large); `v` is
+  the wire format version when it was recorded (this map is the same for versions 1 and 2: both are read);
+  `log_time` is the recorder's `time.monotonic_ns()` at receipt, `publish_time` is `capture_ns`, `sequence`
+  is `seq` (truncated to 32 bits, as MCAP stores it);
 - chunked, zstd-compressed; a chunk is closed and handed to the kernel when it reaches `chunk_size` bytes
   and at least every `flush_interval_s`, so a writer that is killed loses at most its unfinished chunk
   (about one second of data). A finished file has MCAP's summary and footer.
@@ -69,6 +71,7 @@ _RECORD_HEAD = struct.Struct("<BQ")  # opcode, length
 _MAX_RECORD_BYTES = 2**30  # a chunk is ~chunk_size plus one message (payloads are <= 64 MiB)
 _LIMITS = DecodeLimits()
 _DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+_RECORDED_VERSIONS = (1, FORMAT_VERSION)  # wire versions whose recorded envelope map is this one
 _ENVELOPE_KEYS = ("v", "topic", "seq", "capture_ns", "send_ns", "source", "kind", "dtype", "shape", "data")
 
 
@@ -147,6 +150,8 @@ def unpack_envelope(data: bytes, limits: DecodeLimits = _LIMITS) -> Message:
     payload = envelope.pop("data", None)
     if not isinstance(payload, bytes):
         raise MessageError("missing", "envelope has no `data` bytes")
+    if type(envelope.get("v")) is int and envelope["v"] in _RECORDED_VERSIONS:
+        envelope["v"] = FORMAT_VERSION  # an older recording: the same map; replayed in today's format
     topic = envelope.pop("topic", None)
     if not isinstance(topic, str):
         raise MessageError("topic", f"envelope topic must be a str, got {topic!r}")

@@ -436,6 +436,25 @@ def test_log_time_and_sequence_are_stored(tmp_path):
 
 
 @pytest.mark.timeout(30)
+def test_recordings_of_format_1_still_read_and_unknown_versions_do_not(tmp_path):
+    """A recording made with wire format 1 (the same envelope map, `v` = 1) reads back bit-exactly, as
+    format-2 messages; an envelope of an unknown version (3) is a RecordingError, not a message."""
+    messages = _synthetic(5)
+    for version, readable in ((1, True), (3, False)):
+        path = tmp_path / f"v{version}.mcap"
+        with Recorder(path) as rec:
+            for i, msg in enumerate(messages):
+                rec.write(msg._replace(version=version), i)
+        if readable:
+            got = list(read_recording(path))
+            assert [_fields(m) for m in got] == [_fields(m) for m in messages]
+            assert {m.version for m in got} == {2}
+        else:
+            with pytest.raises(RecordingError, match="version"):
+                list(read_recording(path))
+
+
+@pytest.mark.timeout(30)
 @pytest.mark.parametrize(
     "content",
     [
