@@ -26,6 +26,7 @@ from rich.live import Live
 from rich.table import Table
 
 from runtime.record import Recorder
+from runtime.signals import StopFlag
 from runtime.transport import Policy, Subscriber
 
 log = logging.getLogger("launch.record")
@@ -65,19 +66,6 @@ class RecordConfig:
             raise ValueError(f"{self.out} exists; pass --overwrite to replace it")
 
 
-class _Stop:
-    """SIGINT and SIGTERM set a flag instead of raising mid-write: the loop finishes the file."""
-
-    def __init__(self):
-        self.signal: str | None = None
-
-    def __call__(self, signum, _frame):
-        self.signal = signal.Signals(signum).name
-
-    def __bool__(self) -> bool:
-        return self.signal is not None
-
-
 def build(cfg: RecordConfig) -> tuple[Subscriber, Recorder]:
     if cfg.topics == ("all",):
         sub = Subscriber(list(cfg.endpoints), {}, every=Policy.LOSSLESS, name="recorder")
@@ -111,7 +99,7 @@ def _status(sub: Subscriber, rec: Recorder, elapsed: float, rates: dict[str, flo
 def main(cfg: RecordConfig) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     console = Console(stderr=True)
-    stop = _Stop()
+    stop = StopFlag()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         sub, rec = build(cfg)

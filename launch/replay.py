@@ -28,6 +28,7 @@ from rich.table import Table
 
 from runtime.latency import LatencyStats
 from runtime.record import ReadReport, iter_recording, recording_summary
+from runtime.signals import StopFlag
 from runtime.transport import Publisher
 
 log = logging.getLogger("launch.replay")
@@ -63,17 +64,6 @@ class ReplayConfig:
             raise ValueError(f"{self.recording} is not a file")
 
 
-class _Stop:
-    def __init__(self):
-        self.signal: str | None = None
-
-    def __call__(self, signum, _frame):
-        self.signal = signal.Signals(signum).name
-
-    def __bool__(self) -> bool:
-        return self.signal is not None
-
-
 @dataclass
 class _TopicReplay:
     messages: int = 0
@@ -84,7 +74,7 @@ class _TopicReplay:
 class Player:
     """Paces one pass over the recording; keeps the statistics across passes."""
 
-    def __init__(self, pub: Publisher, speed: float, stop: _Stop):
+    def __init__(self, pub: Publisher, speed: float, stop: StopFlag):
         self.pub, self.speed, self.stop = pub, speed, stop
         self.topics: dict[str, _TopicReplay] = {}
         self.late = LatencyStats()
@@ -155,7 +145,7 @@ def main(cfg: ReplayConfig) -> int:
         console.print(
             f"[yellow]{cfg.recording} was not finished (recorder killed?)[/]: replaying its complete chunks"
         )
-    stop = _Stop()
+    stop = StopFlag()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     # nodrop: a full subscriber queue makes republish wait, never drop; a deeper queue than a live node's.
     pub = Publisher(cfg.endpoint, cfg.source, nodrop=True, sndhwm=1000)
