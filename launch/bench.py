@@ -12,6 +12,7 @@ import tyro
 
 from runtime.benchmarks.env import EnvBenchConfig
 from runtime.benchmarks.transport import TransportBenchConfig
+from runtime.benchmarks.vsync import VSyncBenchConfig
 
 
 @dataclass
@@ -44,6 +45,22 @@ def run_transport(cmd: TransportBench) -> int:
     return _finish(transport.run(config), cmd.json)
 
 
+@dataclass
+class VSyncBench(VSyncBenchConfig):
+    """V-sync alignment error against naive latest-sampling and ROS-style approximate time; tick latency;
+    scheduler throughput. Synthetic streams with ground-truth capture times."""
+
+    json: Path | None = None
+    """Write the report here."""
+
+
+def run_vsync(cmd: VSyncBench) -> int:
+    from runtime.benchmarks import vsync
+
+    config = VSyncBenchConfig(**{k: v for k, v in vars(cmd).items() if k != "json"})
+    return _finish(vsync.run(config), cmd.json)
+
+
 def _finish(report, json_path: Path | None) -> int:
     report.print_table()
     if json_path is not None:
@@ -52,8 +69,8 @@ def _finish(report, json_path: Path | None) -> int:
     return 0
 
 
-COMMANDS = {"env": EnvBench, "transport": TransportBench}
-RUNNERS = {EnvBench: run_env, TransportBench: run_transport}
+COMMANDS = {"env": EnvBench, "transport": TransportBench, "vsync": VSyncBench}
+RUNNERS = {EnvBench: run_env, TransportBench: run_transport, VSyncBench: run_vsync}
 
 
 def main(argv: list[str] | None = None) -> int:

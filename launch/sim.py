@@ -7,6 +7,7 @@ arrive. `--env gym:Pusher-v5` (any Gymnasium id with rgb_array rendering) runs `
 and joint streams, random actions. Ctrl-C stops every process within 2 s and prints the summary.
 """
 
+import importlib
 import logging
 import sys
 import time
@@ -17,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 import tyro
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
@@ -26,6 +27,7 @@ from runtime.graph import Graph, GraphError, load_graph
 from runtime.supervisor import Supervisor
 from runtime.transport import Policy, Subscriber
 from runtime.video import VideoWriter
+from runtime.vsync.wire import STATUS_COLUMNS, read_tick_summary
 
 log = logging.getLogger("launch.sim")
 
@@ -77,6 +79,10 @@ class StreamMonitor:
         self.episodes = self.successes = 0
         self.audio_peak = 0.0
         self.frames: list[np.ndarray] = []
+        brain = graph.nodes.get("brain")
+        self.vsync_streams = list((brain.params.get("vsync") or {}).get("streams") or {}) if brain else []
+        self.vsync_status: np.ndarray | None = None
+        self.ticks: deque = deque(maxlen=300)  # recent brain/tick summaries: (head, per-stream)
 
     def poll(self, timeout_s: float) -> None:
         for msg in self.subscriber.poll(timeout_s):
@@ -89,6 +95,13 @@ class StreamMonitor:
                 self.audio_peak = max(self.audio_peak * 0.9, float(np.abs(msg.data).max()))
             elif msg.topic == "sim/camera":
                 self.frames.append(np.array(msg.data))
+            elif msg.topic == "brain/vsync":
+                self.vsync_status = msg.data
+            elif msg.topic == "brain/tick":
+                try:
+                    self.ticks.append(read_tick_summary(msg.data, len(self.vsync_streams)))
+                except ValueError:
+                    pass  # a brain with another stream list: nothing to show
 
     def rate_hz(self, topic: str) -> float:
         stamps = self.captures.get(topic)
@@ -97,6 +110,62 @@ class StreamMonitor:
         window = [s for s in stamps if s >= stamps[-1] - 2_000_000_000]  # last 2 s of capture time
         span = (window[-1] - window[0]) / 1e9
         return (len(window) - 1) / span if span > 0 else 0.0
+
+    def view(self, supervisor: Supervisor, elapsed_s: float) -> Group:
+        return Group(self.table(supervisor, elapsed_s), *([self.vsync_table()] if self.vsync_streams else []))
+
+    def vsync_table(self) -> Table:
+        """The brain's V-sync scheduler: tracked rate, jitter, drops and staleness per stream; tick timing."""
+        if self.ticks:
+            heads = [h for h, _ in self.ticks]
+            latency = np.array([h["emit_latency_ms"] for h in heads])
+            dt_ms = np.mean([h["dt_eff_s"] for h in heads]) * 1e3
+            p50, p99 = np.percentile(latency, [50, 99])
+            title = (
+                f"V-sync: {len(heads)} recent ticks, dt_eff {dt_ms:.1f} ms, tick latency p50 {p50:.1f} ms "
+                f"p99 {p99:.1f} ms (from window end), "
+                f"{np.mean([h['by_deadline'] for h in heads]):.0%} by deadline"
+            )
+        else:
+            title = "V-sync: no ticks yet"
+        table = Table(title=title)
+        for column in (
+            "stream",
+            "rate Hz",
+            "nominal",
+            "jitter ms",
+            "missed",
+            "dropped",
+            "relocks",
+            "valid",
+            "age ms",
+        ):
+            table.add_column(column, justify="left" if column == "stream" else "right")
+        columns = {name: i for i, name in enumerate(STATUS_COLUMNS)}
+        for k, name in enumerate(self.vsync_streams):
+            row = (
+                self.vsync_status[k] if self.vsync_status is not None and k < len(self.vsync_status) else None
+            )
+            per = np.array([p[k] for _, p in self.ticks]) if self.ticks else None
+
+            def cell(column: str, fmt: str, row=row) -> str:
+                return fmt.format(row[columns[column]]) if row is not None else "-"
+
+            stale = row is not None and row[columns["stale"]] > 0
+            table.add_row(
+                name + (" [red](stale)[/]" if stale else ""),
+                cell("rate_hz", "{:.2f}"),
+                cell("nominal_hz", "{:g}"),
+                cell("jitter_ms", "{:.2f}"),
+                cell("missed", "{:.0f}"),
+                cell("dropped", "{:.0f}"),
+                cell("relocks", "{:.0f}"),
+                f"{per[:, 0].mean():.0%}" if per is not None else "-",
+                f"{np.nanmean(per[:, 1]) * 1e3:.1f}"
+                if per is not None and np.isfinite(per[:, 1]).any()
+                else "-",
+            )
+        return table
 
     def table(self, supervisor: Supervisor, elapsed_s: float) -> Table:
         now = time.monotonic_ns()
@@ -144,6 +213,13 @@ def prepare(cfg: SimConfig) -> tuple[Graph, dict]:
         sim["task"] = params.setdefault("expert", {})["task"] = cfg.task or "push"
     if cfg.save_video is not None:
         VideoWriter(cfg.save_video, fps=30, scale=cfg.video_scale)  # checks the path; writes nothing yet
+    for name, spec in graph.nodes.items():  # node-specific params, e.g. the brain's V-sync config
+        check = getattr(importlib.import_module(spec.module.partition(":")[0]), "check_params", None)
+        if check is not None:
+            try:
+                check({**spec.params, **params.get(name, {})}, graph)
+            except ValueError as exc:
+                raise ValueError(f"nodes.{name}.params: {exc}") from None
     return graph, params
 
 
@@ -170,7 +246,7 @@ def main(cfg: SimConfig, graph: Graph, params: dict) -> int:
                 if now >= next_watch:
                     next_watch = now + 0.2
                     supervisor.watch()
-                    live.update(monitor.table(supervisor, now - t0))
+                    live.update(monitor.view(supervisor, now - t0))
                 if cfg.save_video is not None and monitor.frames:
                     if video is None:
                         video = VideoWriter(
@@ -191,7 +267,7 @@ def main(cfg: SimConfig, graph: Graph, params: dict) -> int:
         if video is not None:
             video.close()
             console.print(f"wrote {video.frames_written} frames to {cfg.save_video}")
-        console.print(monitor.table(supervisor, time.monotonic() - t0))
+        console.print(monitor.view(supervisor, time.monotonic() - t0))
     return 0
 
 

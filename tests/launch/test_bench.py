@@ -49,3 +49,26 @@ def test_bench_env_writes_report_with_issue_keys(tmp_path):
     assert report["targets"]["physics_steps_per_s"] == {"op": ">=", "value": 40000}
     assert report["machine"]["cores"] >= 1
     assert "physics_steps_per_s" in proc.stdout  # the table for people
+
+
+VSYNC_KEYS = {"align_err_p99_ms", "latest_err_p99_ms", "approx_err_p99_ms", "emit_latency_p99_ms", "samples_per_s"}
+
+
+def test_bench_vsync_writes_report_with_issue_keys(tmp_path):
+    """`launch.bench vsync` on a short run writes every key the V-sync issue names, with finite figures, the
+    baselines worse than the scheduler, and the targets."""
+    out = tmp_path / "vsync.json"
+    args = ["--seconds", "40", "--lock-in-s", "10", "--realtime-seconds", "1.5", "--json", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "launch.bench", "vsync", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(out.read_text())["results"]
+    assert VSYNC_KEYS <= set(results)
+    assert all(0 < results[k] < float("inf") for k in VSYNC_KEYS)
+    assert results["align_err_p99_ms"] < results["approx_err_p99_ms"] < results["latest_err_p99_ms"]
+    assert json.loads(out.read_text())["targets"]["align_err_p99_ms"] == {"op": "<=", "value": 1.0}
