@@ -39,6 +39,7 @@ test: setup
 bench: setup
 	$(PY) -m launch.bench env --json $(BENCH_DIR)/bench-env.json
 	$(PY) -m launch.bench transport --json $(BENCH_DIR)/bench-transport.json
+	$(PY) -m launch.bench vsync --json $(BENCH_DIR)/bench-vsync.json
 
 lint: setup
 	$(PY) -m ruff check .

@@ -93,18 +93,18 @@ def test_ctrl_c_stops_every_node_within_2_s_leaving_no_orphans():
     )
     try:
         deadline = time.monotonic() + 30
-        while len(_children(proc.pid)) < 3 and time.monotonic() < deadline:
+        while len(_children(proc.pid)) < 4 and time.monotonic() < deadline:
             time.sleep(0.2)
         nodes = _children(proc.pid)
-        assert len(nodes) >= 3, "the graph's three nodes never started"
+        assert len(nodes) >= 4, "the graph's four nodes never started"
         time.sleep(3)  # running, not just starting
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=10)
         assert time.monotonic() - t0 < 2.0 + 1.0  # 2 s for the nodes, plus the launcher's own exit
         _, err = proc.communicate()
-        assert "stopped 3 nodes in" in err
-        stopped_in = float(err.split("stopped 3 nodes in")[1].split("s")[0])
+        assert "stopped 4 nodes in" in err
+        stopped_in = float(err.split("stopped 4 nodes in")[1].split("s")[0])
         assert stopped_in <= 2.0
         time.sleep(0.2)
         assert not [pid for pid in nodes if os.path.exists(f"/proc/{pid}")], "orphan node processes"
@@ -129,3 +129,18 @@ def test_sim_refuses_bad_input_before_starting(args, message):
     proc = run_sim(*args, timeout=60)
     assert proc.returncode == 2
     assert message in proc.stderr
+
+
+def test_bad_vsync_config_is_refused_before_anything_starts(tmp_path):
+    """A brain whose V-sync config has a zero rate is refused by launch.sim with a message naming the field,
+    and no node process starts."""
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "launch" / "graphs" / "sim.yaml").read_text())
+    raw["nodes"]["brain"]["params"]["vsync"]["streams"]["sim/camera"]["nominal_hz"] = 0
+    graph = tmp_path / "bad.yaml"
+    graph.write_text(yaml.safe_dump(raw, sort_keys=False))
+    proc = run_sim("--graph", str(graph), "--seconds", "5", timeout=60)
+    assert proc.returncode == 2
+    assert "streams[sim/camera].nominal_hz" in proc.stderr
+    assert "stopped" not in proc.stderr

@@ -38,9 +38,14 @@ def _broken(path: list, value) -> dict:
 
 
 def test_shipped_graphs_are_valid():
-    """launch/graphs/*.yaml load; the sim graph wires sim -> expert -> actuator -> sim."""
+    """launch/graphs/*.yaml load; the sim graph wires sim -> expert -> actuator -> sim, and the brain hears the
+    sensors and the actions; its V-sync params pass the brain's own check."""
+    from nodes.brain import check_params
+
     graph = load_graph("sim")
-    assert set(graph.nodes) == {"sim", "expert", "actuator"}
+    assert set(graph.nodes) == {"sim", "expert", "actuator", "brain"}
+    assert set(graph.nodes["brain"].subscribes) == {"sim/camera", "sim/audio", "sim/joint", "expert/action"}
+    check_params(graph.nodes["brain"].params, graph)
     assert graph.topics["actuator/command"][0] == "actuator"
     assert "actuator/command" in graph.nodes["sim"].subscribes
     assert graph.topics["sim/audio"][1].policy is Policy.LOSSLESS
