@@ -51,7 +51,13 @@ def test_bench_env_writes_report_with_issue_keys(tmp_path):
     assert "physics_steps_per_s" in proc.stdout  # the table for people
 
 
-VSYNC_KEYS = {"align_err_p99_ms", "latest_err_p99_ms", "approx_err_p99_ms", "emit_latency_p99_ms", "samples_per_s"}
+VSYNC_KEYS = {
+    "align_err_p99_ms",
+    "latest_err_p99_ms",
+    "approx_err_p99_ms",
+    "emit_latency_p99_ms",
+    "samples_per_s",
+}
 
 
 def test_bench_vsync_writes_report_with_issue_keys(tmp_path):

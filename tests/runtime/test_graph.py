@@ -38,8 +38,8 @@ def _broken(path: list, value) -> dict:
 
 
 def test_shipped_graphs_are_valid():
-    """launch/graphs/*.yaml load; the sim graph wires sim -> expert -> actuator -> sim, and the brain hears the
-    sensors and the actions; its V-sync params pass the brain's own check."""
+    """launch/graphs/*.yaml load; the sim graph wires sim -> expert -> actuator -> sim, and the brain hears
+    the sensors and the actions; its V-sync params pass the brain's own check."""
     from nodes.brain import check_params
 
     graph = load_graph("sim")
