@@ -61,7 +61,7 @@ def configure(
     state: np.ndarray, k: int, period_ns: float, max_rate_error: float, fit_cycles: int, coast: int
 ):
     row = state[k]
-    row[:] = 0.0
+    row[:STATE_SIZE] = 0.0  # callers may keep their own columns after these
     row[PERIOD] = row[NOMINAL] = period_ns
     row[MIN_PERIOD] = period_ns / (1.0 + max_rate_error)
     row[MAX_PERIOD] = period_ns * (1.0 + max_rate_error)

@@ -32,12 +32,11 @@ from typing import NamedTuple
 import numpy as np
 
 from runtime.clock import now_ns
-from runtime.vsync import oscillator, windows
+from runtime.vsync import core, oscillator
 from runtime.vsync.config import Assemble, DtEffMode, VSyncConfig
+from runtime.vsync.core import DROP_REASONS
 
-_LAG_RISE = 0.01  # per sample: a stream whose delivery slows is followed within a few hundred samples
-_MAX_LAG = 0.25e9  # ns: no stream holds a tick back longer than this past its window's end
-DROP_REASONS = ("future", "too_old", "duplicate", "late", "superseded", "overflow", "shape")
+_MODES = {Assemble.CONCAT: core.CONCAT, Assemble.NEAREST: core.NEAREST, Assemble.HOLD: core.HOLD}
 
 
 @dataclass
@@ -92,46 +91,45 @@ class Tick(NamedTuple):
 
 
 class _Stream:
-    """Per-stream bookkeeping: sequence numbers, liveness, pending samples, the held sample."""
+    """Per-stream Python-side state: its config, the payloads pending (in arrival order), the held sample."""
 
-    def __init__(self, k: int, cfg, capacity: int, dedup_window: int):
-        self.k, self.cfg = k, cfg
-        self.status = StreamStatus(cfg.name, cfg.nominal_hz)
-        self.period = cfg.period_ns
-        self.last_seq = -1
-        self.seen = [-1] * dedup_window  # seq % window -> seq: the recent sequence numbers, for duplicates
-        self.newest_stamp_ns = -(2**63)
-        self.covered_until = -math.inf  # relative to the scheduler's origin, like every float time here
-        self.last_arrival = -math.inf
-        self.lag = math.inf  # the least recent stamp-to-arrival delay (ns), rising slowly if it grows
-        self.capacity = capacity
-        self.stamps, self.ests, self.seqs, self.order, self.out_est, self.out_seq = windows.scratch(capacity)
+    def __init__(self, k: int, cfg):
+        self.k, self.cfg, self.name = k, cfg, cfg.name
+        self.mode = cfg.assemble
         self.payloads: list = []
-        self.count = 0
-        self.held: tuple | None = None  # (data, est, seq) of the last sample given, for HOLD
+        self.held: tuple | None = None  # (data, est, capture_ns, seqs) of the last sample given, for HOLD
 
 
 class VSync:
     def __init__(self, config: VSyncConfig, clock=now_ns):
         self.config = config
         self._clock = clock
-        self._streams = [
-            _Stream(k, s, config.max_pending, config.dedup_window) for k, s in enumerate(config.streams)
-        ]
-        self._by_name = {s.cfg.name: s for s in self._streams}
-        self._osc, self._block_n, self._block_s = oscillator.new_state(len(self._streams))
-        for s in self._streams:
-            c = s.cfg
-            oscillator.configure(
-                self._osc, s.k, c.period_ns, c.max_rate_error, c.fit_cycles, c.max_coast_cycles
-            )
-        self._master = self._by_name[config.master_stream]
+        self._streams = [_Stream(k, s) for k, s in enumerate(config.streams)]
+        self._k = {s.name: s.k for s in self._streams}
+        self._payloads = [s.payloads for s in self._streams]  # the same lists, indexed for push
+        K = len(self._streams)
+        self._state = core.new_state(K, config.dedup_window)
+        self._blocks = np.zeros((2, K, oscillator.ENVELOPE_BLOCKS))
+        self._pending = np.zeros((3, K, config.max_pending))  # stamp, estimate, seq
+        self._out = np.zeros((2, K, config.max_pending))  # a closing window's estimates and seqs
+        self._order = np.zeros((K, config.max_pending), np.int64)
+        self._summary = np.zeros((K, core.SUMMARY_COLUMNS))
+        self._g = np.zeros(core.GLOBALS_SIZE)
+        self._g[core.EMITTED_END] = -np.inf
+        self._g[core.FUTURE_TOL] = config.future_tolerance_s * 1e9
+        self._g[core.MAX_DELAY] = config.max_delay_s * 1e9
+        for st in self._streams:
+            c = st.cfg
+            coast = c.max_coast_cycles
+            oscillator.configure(self._state, st.k, c.period_ns, c.max_rate_error, c.fit_cycles, coast)
+            self._state[st.k, core.STALE_AFTER] = config.stale_after_periods * c.period_ns
+            self._state[st.k, core.MODE] = _MODES[c.assemble]
+        self._master = self._streams[self._k[config.master_stream]]
         self._events = config.event_stream is not None
         self._follow_master = config.tick_hz is None and not self._events
         self._tick_period = config.tick_period_ns
-        self._future_tol = int(config.future_tolerance_s * 1e9)
-        self._max_delay = int(config.max_delay_s * 1e9)
         self._max_wait = config.max_wait_s * 1e9
+        self._dt_mode = config.dt_eff
         self._origin: int | None = None
         self._window: tuple[float, float, float] | None = None  # (tick time, start, end) being filled
         self._event_windows: deque[tuple[float, float]] = deque()  # (tick time, end) per event sample
@@ -139,9 +137,6 @@ class VSync:
         self._last_tick_time: float | None = None
         self._first_arrival = math.inf  # of the samples waiting for the clock to start
         self._paused = False  # every stream went silent: the next sample re-anchors the clock
-        self._deadline = 0.0  # of the open window, relative
-        self._deadline_ns = 0
-        self._waiting: set[int] = set()  # streams the open window still waits for (a shortcut for push)
         self._index = 0
         self.unknown_streams = 0  # messages on topics this scheduler was not configured for
         self.deadline_ticks = 0
@@ -149,66 +144,27 @@ class VSync:
     # ------------------------------------------------------------------------------------------ input
     def push(self, stream: str, seq: int, capture_ns: int, data, arrival_ns: int | None = None) -> list[Tick]:
         """Take one sample; returns the ticks it completed (usually none)."""
-        st = self._by_name.get(stream)
-        if st is None:
+        k = self._k.get(stream)
+        if k is None:
             self.unknown_streams += 1
             return []
         now = self._clock() if arrival_ns is None else int(arrival_ns)
-        capture_ns = int(capture_ns)
-        seq = int(seq)
-        status = st.status
-        status.received += 1
-        if capture_ns > now + self._future_tol:
-            return self._drop(st, "future")
-        if capture_ns < now - self._max_delay:
-            return self._drop(st, "too_old")
-        slot = seq % len(st.seen)
-        if st.seen[slot] == seq:
-            return self._drop(st, "duplicate")
-        if seq < st.last_seq and capture_ns > st.newest_stamp_ns:
-            status.resets += 1  # the sequence went back while time went forward: its publisher restarted
-            st.seen = [-1] * len(st.seen)
-            st.last_seq = seq
-            oscillator.relock(self._osc, st.k)
-        st.seen[slot] = seq
-        if seq > st.last_seq:
-            st.last_seq = seq
         if self._origin is None:
-            self._origin = capture_ns
-        stamp = float(capture_ns - self._origin)
-        if capture_ns > st.newest_stamp_ns:
-            st.newest_stamp_ns = capture_ns
-        st.last_arrival = arrival = float(now - self._origin)
-        lag = arrival - stamp  # stamp to arrival: transport, plus a chunk's length when stamped at its start
-        st.lag = lag if lag < st.lag else st.lag + _LAG_RISE * (lag - st.lag)
-        if status.stale:
-            status.stale = False
-            status.resumed += 1
-        _, _, est, covered = oscillator.update(self._osc, self._block_n, self._block_s, st.k, stamp)
-        if covered > st.covered_until:
-            st.covered_until = covered
-        if stamp <= self._emitted_end:
-            return self._drop(st, "late", now)
-        i = st.count
-        if i == st.capacity:
-            return self._drop(st, "overflow", now)
-        st.stamps[i] = stamp
-        st.ests[i] = est
-        st.seqs[i] = seq
-        st.payloads.append(data)
-        st.count = i + 1
-        if arrival < self._first_arrival:
-            self._first_arrival = arrival
-        if st is self._master and self._events:
-            self._event_windows.append((est, stamp))
-        elif self._window is not None and now < self._deadline_ns:
-            # Fast path: only the streams the open window still waits for can complete it before its deadline.
-            waiting = self._waiting
-            if st.k in waiting and st.covered_until >= self._window[2]:
-                waiting.discard(st.k)
-            if waiting:
-                return []
-        return self._emit_ready(now)
+            self._origin = int(capture_ns)
+        origin = self._origin
+        arrival = float(now - origin)
+        stamp = float(capture_ns - origin)
+        code = core.ingest(self._state, self._blocks, self._pending, self._g, k, int(seq), stamp, arrival)
+        if not code & 15:
+            self._payloads[k].append(data)
+            if arrival < self._first_arrival:
+                self._first_arrival = arrival
+            if self._events and k == self._master.k:
+                i = int(self._state[k, core.COUNT]) - 1
+                self._event_windows.append((self._pending[1, k, i], self._pending[0, k, i]))
+        if code & core.READY:
+            return self._emit_ready(now)
+        return []
 
     def poll(self, now_ns: int | None = None) -> list[Tick]:
         """Ticks whose deadline has passed (and staleness as of now)."""
@@ -220,21 +176,21 @@ class VSync:
         """When `poll` next has something to do (a tick deadline, a stream going stale), or None."""
         if self._origin is None:
             return None
+        state = self._state
         times = []
         if self._window is not None:
-            times.append(self._deadline)
-        elif self._follow_master or not self._events:
-            if self._first_arrival < math.inf:
-                times.append(self._first_arrival + self._stale_after(self._master))
-        for st in self._streams:
-            if not st.status.stale and st.last_arrival > -math.inf:
-                times.append(st.last_arrival + self._stale_after(st))
+            times.append(self._g[core.DEADLINE])
+        elif self._first_arrival < math.inf:
+            times.append(self._first_arrival + state[self._master.k, core.STALE_AFTER])
+        heard = (state[:, core.HEARD] != 0) & (state[:, core.STALE] == 0)
+        if heard.any():
+            times.append(float((state[heard, core.LAST_ARRIVAL] + state[heard, core.STALE_AFTER]).min()))
         return self._origin + int(min(times)) if times else None
 
     def flush(self) -> list[Tick]:
         """Emit every window that still holds samples, without waiting (end of a recording, shutdown)."""
         ticks = []
-        while any(st.count for st in self._streams):
+        while self._state[:, core.COUNT].any():
             window = self._current_window(math.inf, force=True)
             if window is None:
                 break
@@ -243,19 +199,31 @@ class VSync:
 
     # ------------------------------------------------------------------------------------------ status
     def status(self) -> list[StreamStatus]:
-        """Per-stream counts and tracking, in config order (fresh snapshots of the oscillator figures)."""
+        """Per-stream counts and tracking, in config order (fresh snapshots)."""
         out = []
         for st in self._streams:
-            row = self._osc[st.k]
-            s = st.status
-            s.rate_hz = 1e9 / row[oscillator.PERIOD]
-            s.delay_ms = row[oscillator.DELAY_MEAN] / 1e6
-            s.jitter_ms = row[oscillator.DELAY_DEV] / 1e6 if row[oscillator.COUNT] > 1 else 0.0
-            s.relocks = int(row[oscillator.RELOCKS])
-            s.missed_cycles = int(row[oscillator.MISSED])
-            s.locked = bool(row[oscillator.LOCKED]) and row[oscillator.COUNT] > 1
-            s.pending = st.count
-            out.append(s)
+            row = self._state[st.k]
+            osc_count = row[oscillator.COUNT]
+            out.append(
+                StreamStatus(
+                    st.name,
+                    st.cfg.nominal_hz,
+                    received=int(row[core.RECEIVED]),
+                    delivered=int(row[core.DELIVERED]),
+                    dropped={r: int(row[core.DROPPED + i]) for i, r in enumerate(DROP_REASONS)},
+                    stale=bool(row[core.STALE]),
+                    stale_events=int(row[core.STALE_EVENTS]),
+                    resumed=int(row[core.RESUMED]),
+                    resets=int(row[core.RESETS]),
+                    relocks=int(row[oscillator.RELOCKS]),
+                    missed_cycles=int(row[oscillator.MISSED]),
+                    rate_hz=float(1e9 / row[oscillator.PERIOD]),
+                    delay_ms=float(row[oscillator.DELAY_MEAN] / 1e6),
+                    jitter_ms=float(row[oscillator.DELAY_DEV] / 1e6) if osc_count > 1 else 0.0,
+                    locked=bool(row[oscillator.LOCKED]) and osc_count > 1,
+                    pending=int(row[core.COUNT]),
+                )
+            )
         return out
 
     @property
@@ -263,50 +231,27 @@ class VSync:
         return self._index
 
     # ------------------------------------------------------------------------------------------ internals
-    def _drop(self, st: _Stream, reason: str, now: int | None = None) -> list[Tick]:
-        st.status.dropped[reason] += 1
-        return self._emit_ready(now) if now is not None and self._origin is not None else []
-
-    def _stale_after(self, st: _Stream) -> float:
-        return self.config.stale_after_periods * st.period
-
-    def _update_stale(self, t: float) -> None:
-        for st in self._streams:
-            if (
-                not st.status.stale
-                and st.last_arrival > -math.inf
-                and t - st.last_arrival > self._stale_after(st)
-            ):
-                st.status.stale = True
-                st.status.stale_events += 1
-
-    def _live(self, st: _Stream) -> bool:
-        return st.last_arrival > -math.inf and not st.status.stale
-
-    @staticmethod
-    def _covered(st: _Stream, end: float) -> bool:
-        # A capture is never after its stamp, so once the oscillator puts the stream's next capture past the
-        # window's end, nothing stamped inside the window can still come.
-        return st.covered_until >= end
+    def _live(self, k: int) -> bool:
+        return self._state[k, core.HEARD] != 0 and self._state[k, core.STALE] == 0
 
     def _emit_ready(self, now: int) -> list[Tick]:
         ticks = []
         now_rel = float(now - self._origin)
+        state = self._state
         while True:
-            self._update_stale(now_rel)
             window = self._current_window(now_rel)
             if window is None:
+                core.mark_stale(state, now_rel)
                 break
-            deadline = self._deadline
-            live = [st for st in self._streams if self._live(st)]
-            if all(self._covered(st, window[2]) for st in live) and live:
+            if core.complete(state, now_rel, window[2]):
                 ticks.append(self._emit(window, now, by_deadline=False))
                 continue
+            deadline = self._g[core.DEADLINE]
             if now_rel < deadline:
                 break
-            self._update_stale(deadline)  # staleness as of the deadline, as if polled right then
-            if not any(self._live(st) for st in self._streams):
+            if not core.mark_stale(state, deadline):  # staleness as of the deadline, as if polled right then
                 self._window = None  # everything silent: the clock pauses, and re-anchors on the next sample
+                self._g[core.HAS_WINDOW] = 0.0
                 self._paused = True
                 break
             self.deadline_ticks += 1
@@ -314,7 +259,7 @@ class VSync:
         return ticks
 
     def _tick_period_now(self) -> float:
-        row = self._osc[self._master.k]
+        row = self._state[self._master.k]
         if self._follow_master and row[oscillator.COUNT] >= 2:
             return row[oscillator.PERIOD]
         return self._tick_period
@@ -327,13 +272,14 @@ class VSync:
                 tick_time, end = self._event_windows.popleft()
                 if end > self._emitted_end:
                     start = self._emitted_end if self._index else end - self._tick_period
-                    self._open(tick_time, start, end)
-                    break
-            if self._window is None and force:
-                end = max(float(st.stamps[: st.count].max()) for st in self._streams if st.count)
-                start = self._emitted_end
-                self._open(end, start, end)
-            return self._window
+                    return self._open(tick_time, start, end)
+            if force:
+                end = max(
+                    float(self._pending[0, k, : int(self._state[k, core.COUNT])].max(initial=-np.inf))
+                    for k in range(len(self._streams))
+                )
+                return self._open(end, self._emitted_end, end)
+            return None
         period = self._tick_period_now()
         if self._last_tick_time is None or self._paused:
             tick_time = self._anchor(now_rel, force)
@@ -344,9 +290,8 @@ class VSync:
             tick_time = max(tick_time, start + 1.0)
         else:
             tick_time = self._last_tick_time + period
-            master = self._master
-            row = self._osc[master.k]
-            if self._follow_master and self._live(master) and row[oscillator.COUNT] >= 2:
+            row = self._state[self._master.k]
+            if self._follow_master and self._live(self._master.k) and row[oscillator.COUNT] >= 2:
                 # Snap to the master's nearest capture instant: the tick follows its real rate and phase.
                 t_newest, master_period = row[oscillator.T_NEWEST], row[oscillator.PERIOD]
                 tick_time = t_newest + round((tick_time - t_newest) / master_period) * master_period
@@ -358,62 +303,62 @@ class VSync:
 
     def _open(self, tick_time: float, start: float, end: float) -> tuple[float, float, float]:
         self._window = (tick_time, start, end)
-        self._waiting = {st.k for st in self._streams if self._live(st) and not self._covered(st, end)}
         # The bounded wait runs from when a stream's samples up to the window's end can first be here: its
         # stamp-to-arrival lag (an audio chunk stamped at its first sample arrives a chunk later).
-        lag = max((min(self._streams[k].lag, _MAX_LAG) for k in self._waiting), default=0.0)
-        self._deadline = end + self._max_wait + lag
-        self._deadline_ns = self._origin + int(self._deadline)
+        core.open_window(self._state, self._g, end, self._max_wait)
         return self._window
 
     def _anchor(self, now_rel: float, force: bool) -> float | None:
         """Time of the first tick (or the first after a pause): the master's first sample waiting; or, if the
         master stays silent for its stale time, half a period after the earliest sample waiting."""
-        master = self._master
-        if master.count:
-            return float(master.ests[: master.count].min())
-        waiting = [st for st in self._streams if st.count]
+        state, pending = self._state, self._pending
+        m = self._master.k
+        if state[m, core.COUNT]:
+            return float(pending[1, m, : int(state[m, core.COUNT])].min())
+        waiting = [k for k in range(len(self._streams)) if state[k, core.COUNT]]
         if not waiting:
             return None
-        if force or now_rel - self._first_arrival > self._stale_after(master):
-            return min(float(st.stamps[: st.count].min()) for st in waiting) + self._tick_period_now() / 2
+        if force or now_rel - self._first_arrival > state[m, core.STALE_AFTER]:
+            earliest = min(float(pending[0, k, : int(state[k, core.COUNT])].min()) for k in waiting)
+            return earliest + self._tick_period_now() / 2
         return None
 
     def _emit(self, window: tuple[float, float, float], now: int, by_deadline: bool) -> Tick:
         tick_time, start, end = window
         origin = self._origin
-        taken: dict[int, tuple[int, list]] = {}
-        for st in self._streams:
-            if not st.count:
-                continue
-            n = windows.take_window(
-                st.stamps, st.ests, st.seqs, st.count, end, st.order, st.out_est, st.out_seq
-            )
-            if n:
-                perm = st.order[: st.count].tolist()
-                payloads = st.payloads
-                taken[st.k] = (n, [payloads[i] for i in perm[:n]])
-                st.payloads = [payloads[i] for i in perm[n:]]
-                st.count -= n
-        master = self._master
-        if master.k in taken and (self._follow_master or self._events):
+        core.take_all(self._state, self._pending, self._out, self._order, self._summary, end, tick_time)
+        rows = self._summary.tolist()  # Python floats: cheaper than indexing the array field by field
+        packed = core.handed_on(self._out, self._summary, origin)  # every slot's capture_ns and seqs: views
+        at = 0
+        master = rows[self._master.k]
+        if master[core.S_TAKEN] and not self.config.tick_hz:
             # The tick is at the master's capture instant, as estimated now that its sample is here.
-            n = taken[master.k][0]
-            est = master.out_est[windows.nearest(master.out_est, n, tick_time)]
-            lower = self._last_tick_time if self._last_tick_time is not None else -math.inf
-            tick_time = min(max(est, start, lower + 1.0), end)
-        slots, mask, ages = (
-            {},
-            np.zeros(len(self._streams), bool),
-            np.full(len(self._streams), np.nan, np.float32),
-        )
-        for st in self._streams:
-            n, payloads = taken.get(st.k, (0, []))
-            slot = self._assemble(st, n, payloads, tick_time, origin)
-            slots[st.cfg.name] = slot
-            mask[st.k] = slot.valid
-            ages[st.k] = slot.age_s
-        dt_eff = self._dt_eff(tick_time)
+            lower = self._last_tick_time + 1.0 if self._last_tick_time is not None else -math.inf
+            tick_time = min(max(master[core.S_EST], start, lower), end)
+        slots, mask, ages = {}, [], []
+        for st, row in zip(self._streams, rows, strict=True):
+            n = int(row[core.S_TAKEN])
+            if n:
+                payloads = st.payloads
+                if row[core.S_PREFIX]:  # the first n to arrive, already in capture order: the usual case
+                    taken = payloads[:n]
+                    del payloads[:n]
+                else:
+                    perm = self._order[st.k, : n + int(row[core.S_LEFT])].tolist()
+                    taken = [payloads[i] for i in perm[:n]]
+                    payloads[:] = [payloads[i] for i in perm[n:]]
+                slot = self._fresh(st, n, row, taken, tick_time, origin, packed, at)
+                at += 1 if row[core.S_CHOSEN] >= 0 else n
+            else:
+                slot = self._empty(st, tick_time, origin)
+            slots[st.name] = slot
+            mask.append(slot.valid)
+            ages.append(slot.age_s)
+        last = self._last_tick_time
+        if self._dt_mode is DtEffMode.MEASURED and last is not None:
+            dt_eff = (tick_time - last) / 1e9
+        else:
+            dt_eff = self._dt_eff(tick_time)
         tick = Tick(
             self._index,
             origin + int(tick_time),
@@ -421,51 +366,54 @@ class VSync:
             origin + int(end),
             dt_eff,
             slots,
-            mask,
-            ages,
+            np.array(mask),
+            np.array(ages, np.float32),
             now,
             by_deadline,
         )
         self._index += 1
         self._emitted_end = end
+        g = self._g
+        g[core.EMITTED_END] = end
+        g[core.HAS_WINDOW] = 0.0
         self._last_tick_time = tick_time
         self._window = None
         self._first_arrival = math.inf
         return tick
 
-    def _assemble(self, st: _Stream, n: int, payloads: list, tick_time: float, origin: int) -> StreamSlot:
-        mode = st.cfg.assemble
-        stale = st.status.stale
-        if n == 0:
-            if mode is Assemble.HOLD and st.held is not None:
-                data, est, seq = st.held
-                capture = np.array([origin + int(est)], np.int64)
-                return StreamSlot(
-                    data, capture, np.array([seq], np.int64), not stale, False, stale, (tick_time - est) / 1e9
-                )
-            return StreamSlot(None, _EMPTY_I64, _EMPTY_I64, False, False, stale, math.nan)
-        if mode is Assemble.CONCAT:
-            ests, seqs = st.out_est[:n], st.out_seq[:n]
-            first = payloads[0]
-            keep = [i for i, p in enumerate(payloads) if _same_layout(p, first)]
-            if len(keep) < n:
-                st.status.dropped["shape"] += n - len(keep)
-                ests, seqs, payloads = ests[keep], seqs[keep], [payloads[i] for i in keep]
-            data = first if len(payloads) == 1 else np.concatenate(payloads, axis=0)
-            st.status.delivered += len(payloads)
-            capture = ests.astype(np.int64)
-            capture += origin
-            return StreamSlot(data, capture, seqs.copy(), True, True, stale, (tick_time - ests[-1]) / 1e9)
-        j = n - 1 if mode is Assemble.HOLD else windows.nearest(st.out_est, n, tick_time)
-        st.status.dropped["superseded"] += n - 1
-        st.status.delivered += 1
-        data, est, seq = payloads[j], float(st.out_est[j]), int(st.out_seq[j])
-        if mode is Assemble.HOLD:
-            st.held = (data, est, seq)
-        capture = np.array([origin + int(est)], np.int64)
-        return StreamSlot(
-            data, capture, np.array([seq], np.int64), True, True, stale, (tick_time - est) / 1e9
-        )
+    def _fresh(
+        self, st: _Stream, n: int, row: list, taken: list, tick_time: float, origin: int, packed, at: int
+    ) -> StreamSlot:
+        stale = bool(row[core.S_STALE])
+        if row[core.S_CHOSEN] >= 0:  # NEAREST or HOLD: one sample
+            data, est = taken[int(row[core.S_CHOSEN])], row[core.S_EST]
+            capture, seqs = packed[0, at : at + 1], packed[1, at : at + 1]
+            if st.mode is Assemble.HOLD:
+                st.held = (data, est, capture, seqs)
+            return StreamSlot(data, capture, seqs, True, True, stale, (tick_time - est) / 1e9)
+        first = taken[0]
+        chunk = isinstance(first, np.ndarray) and first.ndim > 0
+        data = (first if n == 1 else _concat(taken)) if chunk else None
+        newest = row[core.S_EST]
+        if data is None or data.dtype != first.dtype:  # chunks of another shape or dtype, or not arrays
+            keep = [i for i, p in enumerate(taken) if chunk and _same_layout(p, first)]
+            self._state[st.k, core.DROPPED + core.SHAPE] += n - len(keep)
+            self._state[st.k, core.DELIVERED] -= n - len(keep)
+            if not keep:
+                return self._empty(st, tick_time, origin)
+            ests, taken = self._out[0, st.k, :n][keep], [taken[i] for i in keep]
+            capture, seqs = packed[0, at : at + n][keep], packed[1, at : at + n][keep]
+            data, newest = np.concatenate(taken, axis=0), float(ests[-1])
+            return StreamSlot(data, capture, seqs, True, True, stale, (tick_time - newest) / 1e9)
+        capture, seqs = packed[0, at : at + n], packed[1, at : at + n]
+        return StreamSlot(data, capture, seqs, True, True, stale, (tick_time - newest) / 1e9)
+
+    def _empty(self, st: _Stream, tick_time: float, origin: int) -> StreamSlot:
+        stale = self._state[st.k, core.STALE] != 0
+        if st.mode is Assemble.HOLD and st.held is not None:
+            data, est, capture, seqs = st.held
+            return StreamSlot(data, capture, seqs, not stale, False, stale, (tick_time - est) / 1e9)
+        return StreamSlot(None, _EMPTY_I64, _EMPTY_I64, False, False, stale, math.nan)
 
     def _dt_eff(self, tick_time: float) -> float:
         dt = self._tick_period / 1e9
@@ -476,9 +424,9 @@ class VSync:
             return (tick_time - self._last_tick_time) / 1e9 if self._last_tick_time is not None else dt
         # PHASE: seed 000 eq. 8 with the tracked phases instead of the open-loop 2 pi f n dt.
         phases = [
-            oscillator.phase(self._osc, st.k, tick_time)
+            oscillator.phase(self._state, st.k, tick_time)
             for st in self._streams
-            if self._live(st) and self._osc[st.k, oscillator.COUNT] >= 2
+            if self._live(st.k) and self._state[st.k, oscillator.COUNT] >= 2
         ]
         if not phases:
             return dt
@@ -486,6 +434,13 @@ class VSync:
 
 
 _EMPTY_I64 = np.empty(0, np.int64)
+
+
+def _concat(chunks: list) -> np.ndarray | None:
+    try:
+        return np.concatenate(chunks, axis=0)
+    except (ValueError, TypeError):
+        return None
 
 
 def _same_layout(a, b) -> bool:
