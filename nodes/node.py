@@ -14,6 +14,7 @@ import numpy as np
 from runtime.graph import Graph, NodeSpec
 from runtime.latency import LoopTimer
 from runtime.messages import Message
+from runtime.signals import StopFlag
 from runtime.transport import Publisher, Subscriber
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ class Node:
         endpoints, topics = graph.subscriptions(spec.name, run_dir)
         self.subscriber = Subscriber(endpoints, topics, name=spec.name) if topics else None
         self.timer = LoopTimer(spec.rate_hz)
-        self.stopping = False
+        self.stopping = StopFlag()  # SIGINT and SIGTERM end the loop after the current iteration
 
     def publish(self, topic: str, data: np.ndarray, capture_ns: int) -> int:
         return self.publisher.publish(topic, self.spec.publishes[topic].kind, data, capture_ns)
@@ -67,13 +68,9 @@ class Node:
             self.ready_timeout_s,
         )
 
-    def _stop(self, signum, _frame) -> None:
-        log.info("%s: %s received, stopping", self.spec.name, signal.Signals(signum).name)
-        self.stopping = True
-
     def run(self) -> int:
-        signal.signal(signal.SIGINT, self._stop)
-        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self.stopping)
+        signal.signal(signal.SIGTERM, self.stopping)
         try:
             self.connect()
             if self.subscriber is not None:
@@ -86,6 +83,8 @@ class Node:
                     self.publisher.service()
                 self.timer.wait()
         finally:
+            if self.stopping:
+                log.info("%s: %s received, stopped", self.spec.name, self.stopping.signal)
             summary = self.timer.summary()["step"] if self.timer.sections else {}
             log.info(
                 "%s: %d iterations, %d deadline misses, step p50 %.2f ms p99 %.2f ms",

@@ -19,6 +19,10 @@ class DtEffMode(StrEnum):
     FIXED = "fixed"  # the nominal tick period
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # `yes` in YAML is True, an int
+
+
 def _finite_positive(where: str, value) -> float:
     if (
         isinstance(value, bool)
@@ -64,7 +68,7 @@ class StreamConfig:
             ) from None
         _in_range(f"{where}.max_rate_error", self.max_rate_error, 0.001, 0.5)
         _in_range(f"{where}.fit_seconds", self.fit_seconds, 1.0, 3600.0)
-        if not isinstance(self.max_coast_cycles, int) or not 2 <= self.max_coast_cycles <= 10_000:
+        if not _is_int(self.max_coast_cycles) or not 2 <= self.max_coast_cycles <= 10_000:
             raise ValueError(
                 f"`{where}.max_coast_cycles` must be an integer in [2, 10000], got {self.max_coast_cycles!r}"
             )
@@ -131,9 +135,9 @@ class VSyncConfig:
         _in_range("max_wait_s", self.max_wait_s, 0.0, 10.0)
         _in_range("future_tolerance_s", self.future_tolerance_s, 0.0, 10.0)
         _finite_positive("max_delay_s", self.max_delay_s)
-        if not isinstance(self.max_pending, int) or self.max_pending < 16:
+        if not _is_int(self.max_pending) or self.max_pending < 16:
             raise ValueError(f"`max_pending` must be an integer >= 16, got {self.max_pending!r}")
-        if not isinstance(self.dedup_window, int) or self.dedup_window < 1:
+        if not _is_int(self.dedup_window) or self.dedup_window < 1:
             raise ValueError(f"`dedup_window` must be an integer >= 1, got {self.dedup_window!r}")
 
     @property

@@ -10,7 +10,7 @@ its n-th capture instant, following its real rate and phase), else a free-runnin
 sample of an `event_stream`. Tick n's window is the half-period either side of its time (for events: from
 the previous event to this one), so every sample goes to the tick nearest it. Samples are assigned to windows
 by their capture stamp, and reported at the oscillator's estimate of when they were really captured (stamps
-come a random delay late; see `oscillator`). A sample's age is the tick time minus that estimate: negative
+come a random delay late; see `kernels`). A sample's age is the tick time minus that estimate: negative
 for a sample captured after the tick time, inside its window.
 
 A tick goes out as soon as every live stream has covered its window (a stamp past its end, or an oscillator
@@ -32,11 +32,11 @@ from typing import NamedTuple
 import numpy as np
 
 from runtime.clock import now_ns
-from runtime.vsync import core, oscillator
+from runtime.vsync import kernels
 from runtime.vsync.config import Assemble, DtEffMode, VSyncConfig
-from runtime.vsync.core import DROP_REASONS
+from runtime.vsync.kernels import DROP_REASONS
 
-_MODES = {Assemble.CONCAT: core.CONCAT, Assemble.NEAREST: core.NEAREST, Assemble.HOLD: core.HOLD}
+_MODES = {Assemble.CONCAT: kernels.CONCAT, Assemble.NEAREST: kernels.NEAREST, Assemble.HOLD: kernels.HOLD}
 
 
 @dataclass
@@ -98,6 +98,7 @@ class _Stream:
         self.mode = cfg.assemble
         self.payloads: list = []
         self.held: tuple | None = None  # (data, est, capture_ns, seqs) of the last sample given, for HOLD
+        self.layout: tuple | None = None  # CONCAT: trailing shape and dtype of the chunks delivered so far
 
 
 class VSync:
@@ -108,22 +109,22 @@ class VSync:
         self._k = {s.name: s.k for s in self._streams}
         self._payloads = [s.payloads for s in self._streams]  # the same lists, indexed for push
         K = len(self._streams)
-        self._state = core.new_state(K, config.dedup_window)
-        self._blocks = np.zeros((2, K, oscillator.ENVELOPE_BLOCKS))
+        self._state = kernels.new_state(K, config.dedup_window)
+        self._blocks = np.zeros((2, K, kernels.ENVELOPE_BLOCKS))
         self._pending = np.zeros((3, K, config.max_pending))  # stamp, estimate, seq
         self._out = np.zeros((2, K, config.max_pending))  # a closing window's estimates and seqs
         self._order = np.zeros((K, config.max_pending), np.int64)
-        self._summary = np.zeros((K, core.SUMMARY_COLUMNS))
-        self._g = np.zeros(core.GLOBALS_SIZE)
-        self._g[core.EMITTED_END] = -np.inf
-        self._g[core.FUTURE_TOL] = config.future_tolerance_s * 1e9
-        self._g[core.MAX_DELAY] = config.max_delay_s * 1e9
+        self._summary = np.zeros((K, kernels.SUMMARY_COLUMNS))
+        self._g = np.zeros(kernels.GLOBALS_SIZE)
+        self._g[kernels.EMITTED_END] = -np.inf
+        self._g[kernels.FUTURE_TOL] = config.future_tolerance_s * 1e9
+        self._g[kernels.MAX_DELAY] = config.max_delay_s * 1e9
         for st in self._streams:
             c = st.cfg
             coast = c.max_coast_cycles
-            oscillator.configure(self._state, st.k, c.period_ns, c.max_rate_error, c.fit_cycles, coast)
-            self._state[st.k, core.STALE_AFTER] = config.stale_after_periods * c.period_ns
-            self._state[st.k, core.MODE] = _MODES[c.assemble]
+            kernels.configure(self._state, st.k, c.period_ns, c.max_rate_error, c.fit_cycles, coast)
+            self._state[st.k, kernels.STALE_AFTER] = config.stale_after_periods * c.period_ns
+            self._state[st.k, kernels.MODE] = _MODES[c.assemble]
         self._master = self._streams[self._k[config.master_stream]]
         self._events = config.event_stream is not None
         self._follow_master = config.tick_hz is None and not self._events
@@ -137,6 +138,7 @@ class VSync:
         self._last_tick_time: float | None = None
         self._first_arrival = math.inf  # of the samples waiting for the clock to start
         self._paused = False  # every stream went silent: the next sample re-anchors the clock
+        self._deadline_ns = 0  # of the open window: host ns at which it is due
         self._index = 0
         self.unknown_streams = 0  # messages on topics this scheduler was not configured for
         self.deadline_ticks = 0
@@ -152,19 +154,24 @@ class VSync:
         if self._origin is None:
             self._origin = int(capture_ns)
         origin = self._origin
+        ticks = []
+        if self._window is not None and now >= self._deadline_ns:
+            # Windows that came due before this sample: closed as a poll just before it would have, so a
+            # stream that was silent until now counts as silent.
+            ticks = self._emit_ready(now)
         arrival = float(now - origin)
         stamp = float(capture_ns - origin)
-        code = core.ingest(self._state, self._blocks, self._pending, self._g, k, int(seq), stamp, arrival)
+        code = kernels.ingest(self._state, self._blocks, self._pending, self._g, k, int(seq), stamp, arrival)
         if not code & 15:
             self._payloads[k].append(data)
             if arrival < self._first_arrival:
                 self._first_arrival = arrival
             if self._events and k == self._master.k:
-                i = int(self._state[k, core.COUNT]) - 1
+                i = int(self._state[k, kernels.PENDING]) - 1
                 self._event_windows.append((self._pending[1, k, i], self._pending[0, k, i]))
-        if code & core.READY:
-            return self._emit_ready(now)
-        return []
+        if code & kernels.READY:
+            return ticks + self._emit_ready(now) if ticks else self._emit_ready(now)
+        return ticks
 
     def poll(self, now_ns: int | None = None) -> list[Tick]:
         """Ticks whose deadline has passed (and staleness as of now)."""
@@ -179,18 +186,20 @@ class VSync:
         state = self._state
         times = []
         if self._window is not None:
-            times.append(self._g[core.DEADLINE])
-        elif self._first_arrival < math.inf:
-            times.append(self._first_arrival + state[self._master.k, core.STALE_AFTER])
-        heard = (state[:, core.HEARD] != 0) & (state[:, core.STALE] == 0)
+            times.append(self._g[kernels.DEADLINE])
+        elif self._first_arrival < math.inf and not self._events:  # the clock starts without its master
+            times.append(self._first_arrival + state[self._master.k, kernels.STALE_AFTER])
+        heard = (state[:, kernels.HEARD] != 0) & (state[:, kernels.STALE] == 0)
         if heard.any():
-            times.append(float((state[heard, core.LAST_ARRIVAL] + state[heard, core.STALE_AFTER]).min()))
-        return self._origin + int(min(times)) if times else None
+            silent_at = state[heard, kernels.LAST_ARRIVAL] + state[heard, kernels.STALE_AFTER]
+            times.append(float(silent_at.min()))
+        # +1 ns: a deadline is due at `now >= deadline`, a stream stale once silent *longer* than its time
+        return self._origin + math.floor(min(times)) + 1 if times else None
 
     def flush(self) -> list[Tick]:
         """Emit every window that still holds samples, without waiting (end of a recording, shutdown)."""
         ticks = []
-        while self._state[:, core.COUNT].any():
+        while self._state[:, kernels.PENDING].any():
             window = self._current_window(math.inf, force=True)
             if window is None:
                 break
@@ -203,25 +212,25 @@ class VSync:
         out = []
         for st in self._streams:
             row = self._state[st.k]
-            osc_count = row[oscillator.COUNT]
+            osc_count = row[kernels.COUNT]
             out.append(
                 StreamStatus(
                     st.name,
                     st.cfg.nominal_hz,
-                    received=int(row[core.RECEIVED]),
-                    delivered=int(row[core.DELIVERED]),
-                    dropped={r: int(row[core.DROPPED + i]) for i, r in enumerate(DROP_REASONS)},
-                    stale=bool(row[core.STALE]),
-                    stale_events=int(row[core.STALE_EVENTS]),
-                    resumed=int(row[core.RESUMED]),
-                    resets=int(row[core.RESETS]),
-                    relocks=int(row[oscillator.RELOCKS]),
-                    missed_cycles=int(row[oscillator.MISSED]),
-                    rate_hz=float(1e9 / row[oscillator.PERIOD]),
-                    delay_ms=float(row[oscillator.DELAY_MEAN] / 1e6),
-                    jitter_ms=float(row[oscillator.DELAY_DEV] / 1e6) if osc_count > 1 else 0.0,
-                    locked=bool(row[oscillator.LOCKED]) and osc_count > 1,
-                    pending=int(row[core.COUNT]),
+                    received=int(row[kernels.RECEIVED]),
+                    delivered=int(row[kernels.DELIVERED]),
+                    dropped={r: int(row[kernels.DROPPED + i]) for i, r in enumerate(DROP_REASONS)},
+                    stale=bool(row[kernels.STALE]),
+                    stale_events=int(row[kernels.STALE_EVENTS]),
+                    resumed=int(row[kernels.RESUMED]),
+                    resets=int(row[kernels.RESETS]),
+                    relocks=int(row[kernels.RELOCKS]),
+                    missed_cycles=int(row[kernels.MISSED]),
+                    rate_hz=float(1e9 / row[kernels.PERIOD]),
+                    delay_ms=float(row[kernels.DELAY_MEAN] / 1e6),
+                    jitter_ms=float(row[kernels.DELAY_DEV] / 1e6) if osc_count > 1 else 0.0,
+                    locked=bool(row[kernels.LOCKED]) and osc_count > 1,
+                    pending=int(row[kernels.PENDING]),
                 )
             )
         return out
@@ -232,7 +241,7 @@ class VSync:
 
     # ------------------------------------------------------------------------------------------ internals
     def _live(self, k: int) -> bool:
-        return self._state[k, core.HEARD] != 0 and self._state[k, core.STALE] == 0
+        return self._state[k, kernels.HEARD] != 0 and self._state[k, kernels.STALE] == 0
 
     def _emit_ready(self, now: int) -> list[Tick]:
         ticks = []
@@ -241,17 +250,17 @@ class VSync:
         while True:
             window = self._current_window(now_rel)
             if window is None:
-                core.mark_stale(state, now_rel)
+                kernels.mark_stale(state, now_rel)
                 break
-            if core.complete(state, now_rel, window[2]):
+            if kernels.complete(state, now_rel, window[2]):
                 ticks.append(self._emit(window, now, by_deadline=False))
                 continue
-            deadline = self._g[core.DEADLINE]
+            deadline = self._g[kernels.DEADLINE]
             if now_rel < deadline:
                 break
-            if not core.mark_stale(state, deadline):  # staleness as of the deadline, as if polled right then
+            if not kernels.mark_stale(state, deadline):  # staleness as of the deadline, as if polled then
                 self._window = None  # everything silent: the clock pauses, and re-anchors on the next sample
-                self._g[core.HAS_WINDOW] = 0.0
+                self._g[kernels.HAS_WINDOW] = 0.0
                 self._paused = True
                 break
             self.deadline_ticks += 1
@@ -260,8 +269,8 @@ class VSync:
 
     def _tick_period_now(self) -> float:
         row = self._state[self._master.k]
-        if self._follow_master and row[oscillator.COUNT] >= 2:
-            return row[oscillator.PERIOD]
+        if self._follow_master and row[kernels.COUNT] >= 2:
+            return row[kernels.PERIOD]
         return self._tick_period
 
     def _current_window(self, now_rel: float, force: bool = False) -> tuple[float, float, float] | None:
@@ -275,7 +284,7 @@ class VSync:
                     return self._open(tick_time, start, end)
             if force:
                 end = max(
-                    float(self._pending[0, k, : int(self._state[k, core.COUNT])].max(initial=-np.inf))
+                    float(self._pending[0, k, : int(self._state[k, kernels.PENDING])].max(initial=-np.inf))
                     for k in range(len(self._streams))
                 )
                 return self._open(end, self._emitted_end, end)
@@ -291,9 +300,9 @@ class VSync:
         else:
             tick_time = self._last_tick_time + period
             row = self._state[self._master.k]
-            if self._follow_master and self._live(self._master.k) and row[oscillator.COUNT] >= 2:
+            if self._follow_master and self._live(self._master.k) and row[kernels.COUNT] >= 2:
                 # Snap to the master's nearest capture instant: the tick follows its real rate and phase.
-                t_newest, master_period = row[oscillator.T_NEWEST], row[oscillator.PERIOD]
+                t_newest, master_period = row[kernels.T_NEWEST], row[kernels.PERIOD]
                 tick_time = t_newest + round((tick_time - t_newest) / master_period) * master_period
                 if tick_time <= self._last_tick_time + period / 2:
                     tick_time += master_period
@@ -305,7 +314,8 @@ class VSync:
         self._window = (tick_time, start, end)
         # The bounded wait runs from when a stream's samples up to the window's end can first be here: its
         # stamp-to-arrival lag (an audio chunk stamped at its first sample arrives a chunk later).
-        core.open_window(self._state, self._g, end, self._max_wait)
+        kernels.open_window(self._state, self._g, end, self._max_wait)
+        self._deadline_ns = self._origin + math.floor(self._g[kernels.DEADLINE]) + 1
         return self._window
 
     def _anchor(self, now_rel: float, force: bool) -> float | None:
@@ -313,42 +323,49 @@ class VSync:
         master stays silent for its stale time, half a period after the earliest sample waiting."""
         state, pending = self._state, self._pending
         m = self._master.k
-        if state[m, core.COUNT]:
-            return float(pending[1, m, : int(state[m, core.COUNT])].min())
-        waiting = [k for k in range(len(self._streams)) if state[k, core.COUNT]]
+        if state[m, kernels.PENDING]:
+            return float(pending[1, m, : int(state[m, kernels.PENDING])].min())
+        waiting = [k for k in range(len(self._streams)) if state[k, kernels.PENDING]]
         if not waiting:
             return None
-        if force or now_rel - self._first_arrival > state[m, core.STALE_AFTER]:
-            earliest = min(float(pending[0, k, : int(state[k, core.COUNT])].min()) for k in waiting)
+        if force or now_rel - self._first_arrival > state[m, kernels.STALE_AFTER]:
+            earliest = min(float(pending[0, k, : int(state[k, kernels.PENDING])].min()) for k in waiting)
             return earliest + self._tick_period_now() / 2
         return None
 
     def _emit(self, window: tuple[float, float, float], now: int, by_deadline: bool) -> Tick:
         tick_time, start, end = window
         origin = self._origin
-        core.take_all(self._state, self._pending, self._out, self._order, self._summary, end, tick_time)
+        if not self._index:  # the first window also holds whatever came before it: nothing was ever late
+            counts = self._state[:, kernels.PENDING]
+            earliest = min(
+                (float(self._pending[0, k, : int(c)].min()) for k, c in enumerate(counts) if c), default=start
+            )
+            start = min(start, earliest - 1.0)
+        kernels.take_all(self._state, self._pending, self._out, self._order, self._summary, end, tick_time)
         rows = self._summary.tolist()  # Python floats: cheaper than indexing the array field by field
-        packed = core.handed_on(self._out, self._summary, origin)  # every slot's capture_ns and seqs: views
+        packed = kernels.handed_on(self._out, self._summary, origin)  # each slot's capture_ns, seqs: views
+        packed.flags.writeable = False  # a held slot shares them with later ticks
         at = 0
         master = rows[self._master.k]
-        if master[core.S_TAKEN] and not self.config.tick_hz:
+        if master[kernels.S_TAKEN] and not self.config.tick_hz:
             # The tick is at the master's capture instant, as estimated now that its sample is here.
             lower = self._last_tick_time + 1.0 if self._last_tick_time is not None else -math.inf
-            tick_time = min(max(master[core.S_EST], start, lower), end)
+            tick_time = min(max(master[kernels.S_EST], start, lower), end)
         slots, mask, ages = {}, [], []
         for st, row in zip(self._streams, rows, strict=True):
-            n = int(row[core.S_TAKEN])
+            n = int(row[kernels.S_TAKEN])
             if n:
                 payloads = st.payloads
-                if row[core.S_PREFIX]:  # the first n to arrive, already in capture order: the usual case
+                if row[kernels.S_PREFIX]:  # the first n to arrive, already in capture order: the usual case
                     taken = payloads[:n]
                     del payloads[:n]
                 else:
-                    perm = self._order[st.k, : n + int(row[core.S_LEFT])].tolist()
+                    perm = self._order[st.k, : n + int(row[kernels.S_LEFT])].tolist()
                     taken = [payloads[i] for i in perm[:n]]
                     payloads[:] = [payloads[i] for i in perm[n:]]
                 slot = self._fresh(st, n, row, taken, tick_time, origin, packed, at)
-                at += 1 if row[core.S_CHOSEN] >= 0 else n
+                at += 1 if row[kernels.S_CHOSEN] >= 0 else n
             else:
                 slot = self._empty(st, tick_time, origin)
             slots[st.name] = slot
@@ -374,8 +391,8 @@ class VSync:
         self._index += 1
         self._emitted_end = end
         g = self._g
-        g[core.EMITTED_END] = end
-        g[core.HAS_WINDOW] = 0.0
+        g[kernels.EMITTED_END] = end
+        g[kernels.HAS_WINDOW] = 0.0
         self._last_tick_time = tick_time
         self._window = None
         self._first_arrival = math.inf
@@ -384,32 +401,36 @@ class VSync:
     def _fresh(
         self, st: _Stream, n: int, row: list, taken: list, tick_time: float, origin: int, packed, at: int
     ) -> StreamSlot:
-        stale = bool(row[core.S_STALE])
-        if row[core.S_CHOSEN] >= 0:  # NEAREST or HOLD: one sample
-            data, est = taken[int(row[core.S_CHOSEN])], row[core.S_EST]
+        stale = bool(row[kernels.S_STALE])
+        if row[kernels.S_CHOSEN] >= 0:  # NEAREST or HOLD: one sample
+            data, est = taken[int(row[kernels.S_CHOSEN])], row[kernels.S_EST]
             capture, seqs = packed[0, at : at + 1], packed[1, at : at + 1]
             if st.mode is Assemble.HOLD:
                 st.held = (data, est, capture, seqs)
             return StreamSlot(data, capture, seqs, True, True, stale, (tick_time - est) / 1e9)
         first = taken[0]
-        chunk = isinstance(first, np.ndarray) and first.ndim > 0
-        data = (first if n == 1 else _concat(taken)) if chunk else None
-        newest = row[core.S_EST]
+        layout = st.layout or next((_layout(p) for p in taken if _layout(p) is not None), None)
+        data = None
+        if _layout(first) == layout:
+            data = first if n == 1 else _concat(taken)
+        newest = row[kernels.S_EST]
         if data is None or data.dtype != first.dtype:  # chunks of another shape or dtype, or not arrays
-            keep = [i for i, p in enumerate(taken) if chunk and _same_layout(p, first)]
-            self._state[st.k, core.DROPPED + core.SHAPE] += n - len(keep)
-            self._state[st.k, core.DELIVERED] -= n - len(keep)
+            keep = [i for i, p in enumerate(taken) if layout is not None and _layout(p) == layout]
+            self._state[st.k, kernels.DROPPED + kernels.SHAPE] += n - len(keep)
+            self._state[st.k, kernels.DELIVERED] -= n - len(keep)
             if not keep:
                 return self._empty(st, tick_time, origin)
             ests, taken = self._out[0, st.k, :n][keep], [taken[i] for i in keep]
             capture, seqs = packed[0, at : at + n][keep], packed[1, at : at + n][keep]
             data, newest = np.concatenate(taken, axis=0), float(ests[-1])
+            st.layout = layout
             return StreamSlot(data, capture, seqs, True, True, stale, (tick_time - newest) / 1e9)
+        st.layout = layout
         capture, seqs = packed[0, at : at + n], packed[1, at : at + n]
         return StreamSlot(data, capture, seqs, True, True, stale, (tick_time - newest) / 1e9)
 
     def _empty(self, st: _Stream, tick_time: float, origin: int) -> StreamSlot:
-        stale = self._state[st.k, core.STALE] != 0
+        stale = self._state[st.k, kernels.STALE] != 0
         if st.mode is Assemble.HOLD and st.held is not None:
             data, est, capture, seqs = st.held
             return StreamSlot(data, capture, seqs, not stale, False, stale, (tick_time - est) / 1e9)
@@ -424,9 +445,9 @@ class VSync:
             return (tick_time - self._last_tick_time) / 1e9 if self._last_tick_time is not None else dt
         # PHASE: seed 000 eq. 8 with the tracked phases instead of the open-loop 2 pi f n dt.
         phases = [
-            oscillator.phase(self._state, st.k, tick_time)
+            kernels.phase(self._state, st.k, tick_time)
             for st in self._streams
-            if self._live(st.k) and self._state[st.k, oscillator.COUNT] >= 2
+            if self._live(st.k) and self._state[st.k, kernels.COUNT] >= 2
         ]
         if not phases:
             return dt
@@ -443,5 +464,8 @@ def _concat(chunks: list) -> np.ndarray | None:
         return None
 
 
-def _same_layout(a, b) -> bool:
-    return isinstance(a, np.ndarray) and a.ndim >= 1 and a.shape[1:] == b.shape[1:] and a.dtype == b.dtype
+def _layout(chunk) -> tuple | None:
+    """What chunks of one stream must share to be concatenated: trailing shape and dtype."""
+    if isinstance(chunk, np.ndarray) and chunk.ndim > 0:
+        return chunk.shape[1:], chunk.dtype
+    return None
