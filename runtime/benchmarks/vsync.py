@@ -14,11 +14,11 @@ not, so this favours them); the lock-in span is reported separately. `stamp_err_
 raw stamps themselves: what any policy that trusts stamps gets.
 
 `emit_latency`: a stretch replayed in real time, from a window's end to its tick coming back, on the host
-clock. The replay waits for each arrival or deadline as the brain node does (a sleep to within a millisecond,
-then polling: the transport's waits have millisecond resolution). `samples_per_s`: the same scheduler flat out
-over the whole virtual-time stream (push with arrival times, nothing sleeps), ticks built and handed to a
-consumer that drops them, as the brain does once the world model has taken them; the median of three passes.
-The alignment scores come from another, identical pass that keeps them.
+clock. The replay waits for each arrival or deadline as the brain node does (asleep in whole milliseconds to
+within 1.5 ms of it, then polling: the transport's waits have millisecond resolution). `samples_per_s`: the
+same scheduler flat out over the whole virtual-time stream (push with arrival times, nothing sleeps), ticks
+built and handed to a consumer that drops them, as the brain does once the world model has taken them; the
+median of three passes. The alignment scores come from another, identical pass that keeps them.
 """
 
 import itertools
@@ -224,8 +224,8 @@ def _emit_latency_ms(config: VSyncConfig, streams, cfg: VSyncBenchConfig) -> np.
         deadline = vsync.next_deadline_ns()
         wake = arrivals[i] if deadline is None else min(arrivals[i], deadline)
         delay = wake - now_ns()
-        if delay > 1_000_000:  # like the brain's zmq poll: whole milliseconds asleep, then polling
-            time.sleep((delay // 1_000_000) / 1e3)
+        if delay > 2_000_000:  # like the brain's zmq poll: asleep in whole ms, polling for the last of them
+            time.sleep((delay - 1_500_000) // 1_000_000 / 1e3)
         while now_ns() < wake:
             pass
         ticks = []

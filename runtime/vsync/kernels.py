@@ -44,7 +44,8 @@ ENVELOPE_BLOCKS = 32  # points on the lower envelope; the hull over 33 points co
 OUTLIER_RELOCK = 3  # outliers among the last 4 samples (either side): its clock stepped, it did not jitter
 STEP_SAMPLES = 8  # fed in a row, each delayed over twice the mean delay: a step (exponential: p = 1e-7)
 PRIOR_RATE_SIGMA = 0.01  # sensors run within about 1 % of nominal (crystal and firmware tolerance)
-COVER_MARGIN = 0.05  # of a period: the next capture is predicted to far better than this
+COVER_MARGIN = 0.05  # of a period, while the lock is young (under 64 samples): its phase may be off that much
+COVER_MARGIN_LOCKED = 0.01  # then: locked phases are off by a small fraction of this (0.6 ms p99 at 10 Hz)
 CHORD_MIN_SPAN = 24  # cycles under the envelope before its chord beats least squares over every stamp
 
 # Columns of one stream's state row (float64).
@@ -280,7 +281,8 @@ def update(st, block_n, block_s, k, s):
         t_env = min(t_env, block_s[k, j] + (n - block_n[k, j]) * period)
     st[k, T_NEWEST] = t_env
     st[k, N_NEWEST] = n
-    return float(FED), n, t_env, max(s, t_env + (1.0 - COVER_MARGIN) * period)
+    margin = COVER_MARGIN_LOCKED if count >= 64.0 else COVER_MARGIN
+    return float(FED), n, t_env, max(s, t_env + (1.0 - margin) * period)
 
 
 @njit("float64(float64[:, :], int64, float64)", cache=True, nogil=True)
@@ -296,20 +298,25 @@ _C = STATE_SIZE
 LAST_SEQ, NEWEST_STAMP, LAST_ARRIVAL, LAG, COVERED, PENDING = _C, _C + 1, _C + 2, _C + 3, _C + 4, _C + 5
 STALE, WAITING, HEARD, STALE_AFTER, MODE = _C + 6, _C + 7, _C + 8, _C + 9, _C + 10
 RECEIVED, DELIVERED, STALE_EVENTS, RESUMED, RESETS = _C + 11, _C + 12, _C + 13, _C + 14, _C + 15
-DROPPED = _C + 16  # one column per reason in DROP_REASONS, in that order
+HELD_EST, HELD_SEQ = _C + 16, _C + 17  # HOLD: the sample handed on last (seq -1: none)
+DROPPED = _C + 18  # one column per reason in DROP_REASONS, in that order
 DROP_REASONS = ("future", "too_old", "duplicate", "late", "superseded", "overflow", "shape")
 FUTURE, TOO_OLD, DUPLICATE, LATE, SUPERSEDED, OVERFLOW, SHAPE = range(len(DROP_REASONS))
 SEEN = DROPPED + len(DROP_REASONS)  # first column of the ring: seq % ring -> seq
 
 # Globals, one small array shared by the kernels.
-EMITTED_END, WINDOW_END, DEADLINE, HAS_WINDOW, FUTURE_TOL, MAX_DELAY, MAX_WAIT = range(7)
-GLOBALS_SIZE = 7
+EMITTED_END, WINDOW_END, DEADLINE, HAS_WINDOW, FUTURE_TOL, MAX_DELAY, MAX_WAIT, MASTER, TICK_TIME = range(9)
+GLOBALS_SIZE = 9
 
 # What `take_all` reports per stream: samples taken, the one handed on (-1: all, CONCAT), whether the taken
 # are the first to arrive in capture order, the estimate and seq of the one handed on (for CONCAT the
 # newest estimate), staleness, samples left pending.
 S_TAKEN, S_CHOSEN, S_PREFIX, S_EST, S_SEQ, S_STALE, S_LEFT = range(7)
 SUMMARY_COLUMNS = 7
+
+# What `close_window` reports per stream in a tick's `status` rows.
+T_VALID, T_FRESH, T_STALE, T_AGE, T_FROM, T_TO = range(6)
+STATUS_COLUMNS = 6
 
 # Assemble modes (config.Assemble) as numbers.
 CONCAT, NEAREST, HOLD = 0, 1, 2
@@ -331,6 +338,7 @@ def new_state(streams: int, dedup_window: int) -> np.ndarray:
     state[:, LAG] = np.inf
     state[:, COVERED] = -np.inf
     state[:, SEEN:] = -1.0
+    state[:, HELD_SEQ] = -1.0
     return state
 
 
@@ -523,22 +531,88 @@ def take_all(state, pending, out, order, summary, end, tick_time):
     return total
 
 
-@njit("int64[:, :](float64[:, :, :], float64[:, :], int64)", cache=True, nogil=True)
-def handed_on(out, summary, origin):
-    """One (2, total) int64 array per tick: capture time (ns, with `origin` added) and seq of every sample
-    each stream hands on, streams in order (one for NEAREST and HOLD, all taken for CONCAT)."""
+@njit(
+    "UniTuple(float64, 3)(float64[:, :], float64[:], float64, float64, boolean)",
+    cache=True,
+    nogil=True,
+)
+def advance_window(state, g, last_tick, nominal_period, follow):
+    """Open the window after the last tick's: a period on, snapped to the master's nearest capture instant
+    when the clock follows a live master (the tick follows its real rate and phase). Returns (tick time,
+    start, end)."""
+    m = int(g[MASTER])
+    locked = state[m, COUNT] >= 2
+    period = state[m, PERIOD] if follow and locked else nominal_period
+    tick_time = last_tick + period
+    if follow and locked and state[m, HEARD] != 0.0 and state[m, STALE] == 0.0:
+        t_newest, master_period = state[m, T_NEWEST], state[m, PERIOD]
+        tick_time = t_newest + np.floor((tick_time - t_newest) / master_period + 0.5) * master_period
+        if tick_time <= last_tick + period / 2:
+            tick_time += master_period
+    start = g[EMITTED_END]
+    end = max(tick_time + period / 2, start + period / 4)
+    open_window(state, g, end, g[MAX_WAIT])
+    return tick_time, start, end
+
+
+@njit(
+    "Tuple((int64[:, :], float64[:, :]))(float64[:, :], float64[:, :, :], float64[:, :, :], int64[:, :], "
+    "float64[:, :], float64[:], float64, float64, float64, float64, boolean, int64)",
+    cache=True,
+    nogil=True,
+)
+def close_window(state, pending, out, order, summary, g, start, end, tick_time, last_tick, refine, origin):
+    """Close the window (start, end]: take its samples (`take_all`), move the tick time to the master's
+    capture instant if `refine` (into g[TICK_TIME]), and return the tick's arrays: (2, n) int64 capture
+    times (ns, `origin` added) and seqs of every sample handed on, streams in order, a held sample included;
+    and (K, STATUS_COLUMNS) float64 status rows (valid, fresh, stale, age in s, and each stream's columns
+    [from, to) in the first array)."""
+    take_all(state, pending, out, order, summary, end, tick_time)
+    m = int(g[MASTER])
+    if refine and summary[m, S_TAKEN] > 0:
+        lower = last_tick + 1.0 if last_tick == last_tick else -np.inf  # nan: no tick yet
+        tick_time = min(max(summary[m, S_EST], start, lower), end)
+    g[TICK_TIME] = tick_time
+    streams = state.shape[0]
     total = 0
-    for k in range(summary.shape[0]):
+    for k in range(streams):
         n = int(summary[k, S_TAKEN])
-        total += 1 if (n and summary[k, S_CHOSEN] >= 0) else n
+        if n:
+            total += 1 if summary[k, S_CHOSEN] >= 0 else n
+        elif state[k, MODE] == HOLD and state[k, HELD_SEQ] >= 0:
+            total += 1
     packed = np.empty((2, total), np.int64)
+    status = np.empty((streams, STATUS_COLUMNS))
     i = 0
-    for k in range(summary.shape[0]):
+    for k in range(streams):
         n = int(summary[k, S_TAKEN])
         chosen = int(summary[k, S_CHOSEN])
-        first, last = (chosen, chosen + 1) if (n and chosen >= 0) else (0, n)
-        for j in range(first, last):
-            packed[0, i] = origin + np.int64(out[0, k, j])
-            packed[1, i] = np.int64(out[1, k, j])
+        stale = state[k, STALE]
+        status[k, T_FROM] = i
+        newest = np.nan
+        if n:
+            first, last = (chosen, chosen + 1) if chosen >= 0 else (0, n)
+            for j in range(first, last):
+                packed[0, i] = origin + np.int64(out[0, k, j])
+                packed[1, i] = np.int64(out[1, k, j])
+                i += 1
+            newest = out[0, k, last - 1]
+            if state[k, MODE] == HOLD:
+                state[k, HELD_EST] = newest
+                state[k, HELD_SEQ] = out[1, k, last - 1]
+            status[k, T_VALID] = 1.0
+            status[k, T_FRESH] = 1.0
+        elif state[k, MODE] == HOLD and state[k, HELD_SEQ] >= 0:
+            newest = state[k, HELD_EST]
+            packed[0, i] = origin + np.int64(newest)
+            packed[1, i] = np.int64(state[k, HELD_SEQ])
             i += 1
-    return packed
+            status[k, T_VALID] = 1.0 - stale
+            status[k, T_FRESH] = 0.0
+        else:
+            status[k, T_VALID] = 0.0
+            status[k, T_FRESH] = 0.0
+        status[k, T_STALE] = stale
+        status[k, T_AGE] = (tick_time - newest) / 1e9
+        status[k, T_TO] = i
+    return packed, status

@@ -78,16 +78,40 @@ class StreamSlot(NamedTuple):
 
 
 class Tick(NamedTuple):
+    """One tick: flat arrays, streams in config order (`names`); `streams` gives the per-stream view."""
+
     index: int
     capture_ns: int  # the tick time, in capture time
     window_start_ns: int  # exclusive
     window_end_ns: int  # inclusive
     dt_eff: float  # seconds
-    streams: dict[str, StreamSlot]
-    mask: np.ndarray  # (K,) bool, streams in config order: valid
-    ages: np.ndarray  # (K,) float32 seconds, nan where no sample
+    names: tuple[str, ...]
+    data: tuple  # per stream: concat: chunks on axis 0; nearest/hold: the sample; None if there is none
+    samples: np.ndarray  # (2, n) int64, read-only: estimated capture time and seq of every sample handed on
+    status: np.ndarray  # (K, 6) float64, read-only: valid, fresh, stale, age_s, and [from, to) in `samples`
     emitted_ns: int  # host time the tick went out
     by_deadline: bool  # went out at its deadline, not because every live stream had covered it
+
+    @property
+    def mask(self) -> np.ndarray:
+        """(K,) bool: the streams usable in this tick (fresh, or held and not stale)."""
+        return self.status[:, kernels.T_VALID] > 0
+
+    @property
+    def ages(self) -> np.ndarray:
+        """(K,) float32 seconds: tick time minus the newest sample's capture; nan where there is none."""
+        return self.status[:, kernels.T_AGE].astype(np.float32)
+
+    @property
+    def streams(self) -> dict[str, StreamSlot]:
+        out = {}
+        for k, name in enumerate(self.names):
+            valid, fresh, stale, age, start, stop = self.status[k].tolist()
+            a, b = int(start), int(stop)
+            out[name] = StreamSlot(
+                self.data[k], self.samples[0, a:b], self.samples[1, a:b], valid > 0, fresh > 0, stale > 0, age
+            )
+        return out
 
 
 class _Stream:
@@ -97,7 +121,7 @@ class _Stream:
         self.k, self.cfg, self.name = k, cfg, cfg.name
         self.mode = cfg.assemble
         self.payloads: list = []
-        self.held: tuple | None = None  # (data, est, capture_ns, seqs) of the last sample given, for HOLD
+        self.held = None  # HOLD: the payload handed on last (its time and seq are in the kernels' state)
         self.layout: tuple | None = None  # CONCAT: trailing shape and dtype of the chunks delivered so far
 
 
@@ -126,6 +150,9 @@ class VSync:
             self._state[st.k, kernels.STALE_AFTER] = config.stale_after_periods * c.period_ns
             self._state[st.k, kernels.MODE] = _MODES[c.assemble]
         self._master = self._streams[self._k[config.master_stream]]
+        self._g[kernels.MASTER] = self._master.k
+        self._g[kernels.MAX_WAIT] = config.max_wait_s * 1e9
+        self._names = tuple(s.name for s in self._streams)
         self._events = config.event_stream is not None
         self._follow_master = config.tick_hz is None and not self._events
         self._tick_period = config.tick_period_ns
@@ -289,8 +316,8 @@ class VSync:
                 )
                 return self._open(end, self._emitted_end, end)
             return None
-        period = self._tick_period_now()
         if self._last_tick_time is None or self._paused:
+            period = self._tick_period_now()
             tick_time = self._anchor(now_rel, force)
             if tick_time is None:
                 return None
@@ -298,15 +325,12 @@ class VSync:
             start = tick_time - period / 2 if not self._index else self._emitted_end
             tick_time = max(tick_time, start + 1.0)
         else:
-            tick_time = self._last_tick_time + period
-            row = self._state[self._master.k]
-            if self._follow_master and self._live(self._master.k) and row[kernels.COUNT] >= 2:
-                # Snap to the master's nearest capture instant: the tick follows its real rate and phase.
-                t_newest, master_period = row[kernels.T_NEWEST], row[kernels.PERIOD]
-                tick_time = t_newest + round((tick_time - t_newest) / master_period) * master_period
-                if tick_time <= self._last_tick_time + period / 2:
-                    tick_time += master_period
-            start = self._emitted_end
+            window = kernels.advance_window(
+                self._state, self._g, self._last_tick_time, self._tick_period, self._follow_master
+            )
+            self._window = window
+            self._deadline_ns = self._origin + math.floor(self._g[kernels.DEADLINE]) + 1
+            return window
         end = max(tick_time + period / 2, start + period / 4)
         return self._open(tick_time, start, end)
 
@@ -342,36 +366,49 @@ class VSync:
                 (float(self._pending[0, k, : int(c)].min()) for k, c in enumerate(counts) if c), default=start
             )
             start = min(start, earliest - 1.0)
-        kernels.take_all(self._state, self._pending, self._out, self._order, self._summary, end, tick_time)
-        rows = self._summary.tolist()  # Python floats: cheaper than indexing the array field by field
-        packed = kernels.handed_on(self._out, self._summary, origin)  # each slot's capture_ns, seqs: views
-        packed.flags.writeable = False  # a held slot shares them with later ticks
-        at = 0
-        master = rows[self._master.k]
-        if master[kernels.S_TAKEN] and not self.config.tick_hz:
-            # The tick is at the master's capture instant, as estimated now that its sample is here.
-            lower = self._last_tick_time + 1.0 if self._last_tick_time is not None else -math.inf
-            tick_time = min(max(master[kernels.S_EST], start, lower), end)
-        slots, mask, ages = {}, [], []
-        for st, row in zip(self._streams, rows, strict=True):
-            n = int(row[kernels.S_TAKEN])
-            if n:
-                payloads = st.payloads
-                if row[kernels.S_PREFIX]:  # the first n to arrive, already in capture order: the usual case
-                    taken = payloads[:n]
-                    del payloads[:n]
-                else:
-                    perm = self._order[st.k, : n + int(row[kernels.S_LEFT])].tolist()
-                    taken = [payloads[i] for i in perm[:n]]
-                    payloads[:] = [payloads[i] for i in perm[n:]]
-                slot = self._fresh(st, n, row, taken, tick_time, origin, packed, at)
-                at += 1 if row[kernels.S_CHOSEN] >= 0 else n
-            else:
-                slot = self._empty(st, tick_time, origin)
-            slots[st.name] = slot
-            mask.append(slot.valid)
-            ages.append(slot.age_s)
         last = self._last_tick_time
+        samples, status = kernels.close_window(
+            self._state,
+            self._pending,
+            self._out,
+            self._order,
+            self._summary,
+            self._g,
+            start,
+            end,
+            tick_time,
+            math.nan if last is None else last,
+            not self.config.tick_hz,
+            origin,
+        )
+        tick_time = self._g[kernels.TICK_TIME]
+        data = []
+        for st, row in zip(self._streams, self._summary.tolist(), strict=True):
+            n = int(row[kernels.S_TAKEN])
+            if not n:
+                data.append(st.held if st.mode is Assemble.HOLD else None)
+                continue
+            payloads = st.payloads
+            if row[kernels.S_PREFIX]:  # the first n to arrive, already in capture order: the usual case
+                taken = payloads[:n]
+                del payloads[:n]
+            else:
+                perm = self._order[st.k, : n + int(row[kernels.S_LEFT])].tolist()
+                taken = [payloads[i] for i in perm[:n]]
+                payloads[:] = [payloads[i] for i in perm[n:]]
+            chosen = int(row[kernels.S_CHOSEN])
+            if chosen >= 0:  # NEAREST or HOLD: one sample
+                data.append(taken[chosen])
+                if st.mode is Assemble.HOLD:
+                    st.held = taken[chosen]
+                continue
+            chunks = self._chunks(st, taken)
+            if chunks is None:
+                samples, status = self._drop_misshapen(st, taken, samples, status, tick_time)
+                chunks = self._chunks(st, [p for p in taken if _layout(p) == st.layout])
+            data.append(chunks)
+        samples.flags.writeable = False
+        status.flags.writeable = False
         if self._dt_mode is DtEffMode.MEASURED and last is not None:
             dt_eff = (tick_time - last) / 1e9
         else:
@@ -382,9 +419,10 @@ class VSync:
             origin + int(start) if start > -math.inf else origin,
             origin + int(end),
             dt_eff,
-            slots,
-            np.array(mask),
-            np.array(ages, np.float32),
+            self._names,
+            tuple(data),
+            samples,
+            status,
             now,
             by_deadline,
         )
@@ -398,43 +436,44 @@ class VSync:
         self._first_arrival = math.inf
         return tick
 
-    def _fresh(
-        self, st: _Stream, n: int, row: list, taken: list, tick_time: float, origin: int, packed, at: int
-    ) -> StreamSlot:
-        stale = bool(row[kernels.S_STALE])
-        if row[kernels.S_CHOSEN] >= 0:  # NEAREST or HOLD: one sample
-            data, est = taken[int(row[kernels.S_CHOSEN])], row[kernels.S_EST]
-            capture, seqs = packed[0, at : at + 1], packed[1, at : at + 1]
-            if st.mode is Assemble.HOLD:
-                st.held = (data, est, capture, seqs)
-            return StreamSlot(data, capture, seqs, True, True, stale, (tick_time - est) / 1e9)
-        first = taken[0]
+    @staticmethod
+    def _chunks(st: _Stream, taken: list) -> np.ndarray | None:
+        """CONCAT: the chunks on axis 0, or None if one has another layout than the stream's."""
+        if not taken:
+            return None
         layout = st.layout or next((_layout(p) for p in taken if _layout(p) is not None), None)
-        data = None
-        if _layout(first) == layout:
-            data = first if n == 1 else _concat(taken)
-        newest = row[kernels.S_EST]
-        if data is None or data.dtype != first.dtype:  # chunks of another shape or dtype, or not arrays
-            keep = [i for i, p in enumerate(taken) if layout is not None and _layout(p) == layout]
-            self._state[st.k, kernels.DROPPED + kernels.SHAPE] += n - len(keep)
-            self._state[st.k, kernels.DELIVERED] -= n - len(keep)
-            if not keep:
-                return self._empty(st, tick_time, origin)
-            ests, taken = self._out[0, st.k, :n][keep], [taken[i] for i in keep]
-            capture, seqs = packed[0, at : at + n][keep], packed[1, at : at + n][keep]
-            data, newest = np.concatenate(taken, axis=0), float(ests[-1])
-            st.layout = layout
-            return StreamSlot(data, capture, seqs, True, True, stale, (tick_time - newest) / 1e9)
+        if layout is None:
+            return None
+        first = taken[0]
+        data = (first if isinstance(first, np.ndarray) else None) if len(taken) == 1 else _concat(taken)
+        # One check on the result: a chunk of another trailing shape fails the concatenation, one of another
+        # dtype (or a list) changes the result's dtype.
+        if data is None or data.ndim == 0 or data.shape[1:] != layout[0] or data.dtype != layout[1]:
+            return None
         st.layout = layout
-        capture, seqs = packed[0, at : at + n], packed[1, at : at + n]
-        return StreamSlot(data, capture, seqs, True, True, stale, (tick_time - newest) / 1e9)
+        return data
 
-    def _empty(self, st: _Stream, tick_time: float, origin: int) -> StreamSlot:
-        stale = self._state[st.k, kernels.STALE] != 0
-        if st.mode is Assemble.HOLD and st.held is not None:
-            data, est, capture, seqs = st.held
-            return StreamSlot(data, capture, seqs, not stale, False, stale, (tick_time - est) / 1e9)
-        return StreamSlot(None, _EMPTY_I64, _EMPTY_I64, False, False, stale, math.nan)
+    def _drop_misshapen(self, st: _Stream, taken: list, samples, status, tick_time: float):
+        """Count chunks of another layout as dropped ('shape') and take them out of the tick's arrays."""
+        if st.layout is None:
+            st.layout = next((_layout(p) for p in taken if _layout(p) is not None), None)
+        bad = [i for i, p in enumerate(taken) if st.layout is None or _layout(p) != st.layout]
+        k = st.k
+        self._state[k, kernels.DROPPED + kernels.SHAPE] += len(bad)
+        self._state[k, kernels.DELIVERED] -= len(bad)
+        lo = int(status[k, kernels.T_FROM])
+        samples = np.delete(samples, [lo + i for i in bad], axis=1)
+        status = status.copy()
+        status[k, kernels.T_TO] -= len(bad)
+        status[k + 1 :, kernels.T_FROM] -= len(bad)
+        status[k + 1 :, kernels.T_TO] -= len(bad)
+        kept = int(status[k, kernels.T_TO]) - lo
+        if kept:
+            status[k, kernels.T_AGE] = (tick_time - float(samples[0, lo + kept - 1] - self._origin)) / 1e9
+        else:
+            status[k, kernels.T_VALID] = status[k, kernels.T_FRESH] = 0.0
+            status[k, kernels.T_AGE] = math.nan
+        return samples, status
 
     def _dt_eff(self, tick_time: float) -> float:
         dt = self._tick_period / 1e9
