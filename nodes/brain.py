@@ -45,9 +45,13 @@ class BrainNode(Node):
     def step(self) -> None:
         deadline = self.vsync.next_deadline_ns()
         timeout = MAX_BLOCK_S if deadline is None else min(MAX_BLOCK_S, max(0.0, (deadline - now_ns()) / 1e9))
-        ticks = []
-        for msg in self.receive(timeout):
-            ticks += self.vsync.push(msg.topic, msg.seq, msg.capture_ns, msg.data)
+        msgs = self.receive(timeout)
+        ticks = self.vsync.push_many(  # one batch per poll: the per-sample work in one kernel call
+            [m.topic for m in msgs],
+            [m.seq for m in msgs],
+            [m.capture_ns for m in msgs],
+            [m.data for m in msgs],
+        )
         ticks += self.vsync.poll()
         for tick in ticks:
             self.publish("brain/tick", tick_summary(tick), tick.capture_ns)

@@ -325,6 +325,8 @@ CONCAT, NEAREST, HOLD = 0, 1, 2
 READY = 16  # the open window may be complete (every stream it waited for has covered it) or is past due
 RESET = 32  # the stream's publisher restarted (sequence back, stamp forward): the oscillator re-locks
 RESUMED_FLAG = 64  # the stream was stale and spoke again
+OVERDUE = 128  # ingest_many: not admitted; the open window's deadline passed before it arrived
+UNKNOWN = 256  # ingest_many: a stream this scheduler does not know
 
 _LAG_RISE = 0.01  # per sample: a stream whose delivery slows is followed within a few hundred samples
 _MAX_LAG = 0.25e9  # ns: no stream holds a tick back longer than this past its window's end
@@ -616,3 +618,31 @@ def close_window(state, pending, out, order, summary, g, start, end, tick_time, 
         status[k, T_AGE] = (tick_time - newest) / 1e9
         status[k, T_TO] = i
     return packed, status
+
+
+@njit(
+    "int64(float64[:, :], float64[:, :, :], float64[:, :, :], float64[:], int64[:], int64[:], float64[:], "
+    "float64[:], int64[:], float64[:], int64)",
+    cache=True,
+    nogil=True,
+)
+def ingest_many(state, blocks, pending, g, ks, seqs, stamps, arrivals, codes, ests, start):
+    """`ingest` for samples start.. in arrival order, until one may complete the open window (READY: returns
+    the index after it) or one arrives past the open window's deadline (OVERDUE, not admitted: returns its
+    index, for the caller to close the overdue windows first), or the end. codes[i] as `ingest`; ests[i] the
+    estimated capture time of an admitted sample."""
+    for i in range(start, ks.shape[0]):
+        k = ks[i]
+        if k < 0:
+            codes[i] = UNKNOWN
+            continue
+        if g[HAS_WINDOW] != 0.0 and arrivals[i] >= np.floor(g[DEADLINE]) + 1.0:
+            codes[i] = OVERDUE
+            return i
+        code = ingest(state, blocks, pending, g, k, seqs[i], stamps[i], arrivals[i])
+        codes[i] = code
+        if not code & 15:
+            ests[i] = pending[1, k, int(state[k, PENDING]) - 1]
+        if code & READY:
+            return i + 1
+    return ks.shape[0]

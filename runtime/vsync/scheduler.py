@@ -200,6 +200,59 @@ class VSync:
             return ticks + self._emit_ready(now) if ticks else self._emit_ready(now)
         return ticks
 
+    def push_many(self, streams, seqs, capture_ns, data, arrival_ns=None) -> list[Tick]:
+        """`push` for a batch in arrival order (parallel sequences; `arrival_ns` None: all arrived now): the
+        same ticks as pushing them one by one, with the per-sample work in one kernel call per tick."""
+        n = len(streams)
+        if not n:
+            return []
+        kmap = self._k
+        ks = np.fromiter((kmap.get(s, -1) for s in streams), np.int64, n)
+        capture = np.asarray(capture_ns, np.int64)
+        if arrival_ns is None:
+            arrival = np.full(n, self._clock(), np.int64)
+        else:
+            arrival = np.asarray(arrival_ns, np.int64)
+        if self._origin is None:
+            known = np.flatnonzero(ks >= 0)
+            if not len(known):
+                self.unknown_streams += n
+                return []
+            self._origin = int(capture[known[0]])
+        origin = self._origin
+        stamps = (capture - origin).astype(np.float64)
+        arrivals = (arrival - origin).astype(np.float64)
+        seqs = np.asarray(seqs, np.int64)
+        codes = np.zeros(n, np.int64)
+        ests = np.zeros(n)
+        ticks: list[Tick] = []
+        payloads, events, master = self._payloads, self._events, self._master.k
+        ks_list = ks.tolist()
+        i = 0
+        while i < n:
+            j = kernels.ingest_many(
+                self._state, self._blocks, self._pending, self._g, ks, seqs, stamps, arrivals, codes, ests, i
+            )
+            if j > i and not events and not (codes[i:j] & (15 | kernels.UNKNOWN)).any():
+                for x in range(i, j):  # all admitted: the usual case
+                    payloads[ks_list[x]].append(data[x])
+                self._first_arrival = min(self._first_arrival, float(arrivals[i]))  # batches: arrival order
+            else:
+                for x, k, code in zip(range(i, j), ks_list[i:j], codes[i:j].tolist(), strict=True):
+                    if code & kernels.UNKNOWN:
+                        self.unknown_streams += 1
+                    elif not code & 15:
+                        payloads[k].append(data[x])
+                        self._first_arrival = min(self._first_arrival, float(arrivals[x]))
+                        if events and k == master:
+                            self._event_windows.append((float(ests[x]), float(stamps[x])))
+            if j < n and codes[j] & kernels.OVERDUE:
+                ticks += self._emit_ready(int(arrival[j]))  # as `push` does before admitting a late-comer
+            elif j > i and codes[j - 1] & kernels.READY:
+                ticks += self._emit_ready(int(arrival[j - 1]))
+            i = j
+        return ticks
+
     def poll(self, now_ns: int | None = None) -> list[Tick]:
         """Ticks whose deadline has passed (and staleness as of now)."""
         if self._origin is None:
