@@ -2,8 +2,10 @@
 
     vsync = VSync(config)
     for msg in subscriber.poll(timeout_s):
-        ticks += vsync.push(msg.topic, msg.seq, msg.capture_ns, msg.data)
+        ticks += vsync.push(msg.topic, msg.seq, msg.capture_ns, msg.data)  # or push_many(...) per poll
     ticks += vsync.poll()  # deadlines; call at least by vsync.next_deadline_ns()
+    for tick in ticks:
+        tick.mask, tick.ages, tick.data  # (K,) bool, (K,) float32 s, one entry per stream
 
 Ticks run on a master clock in capture time: by default the master stream's tracked oscillator (tick n at
 its n-th capture instant, following its real rate and phase), else a free-running `tick_hz`, or one tick per
@@ -126,6 +128,8 @@ class _Stream:
 
 
 class VSync:
+    """The scheduler; `clock` gives host ns (arrivals default to it: inject one to run in virtual time)."""
+
     def __init__(self, config: VSyncConfig, clock=now_ns):
         self.config = config
         self._clock = clock
