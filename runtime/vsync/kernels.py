@@ -306,7 +306,8 @@ SEEN = DROPPED + len(DROP_REASONS)  # first column of the ring: seq % ring -> se
 
 # Globals, one small array shared by the kernels.
 EMITTED_END, WINDOW_END, DEADLINE, HAS_WINDOW, FUTURE_TOL, MAX_DELAY, MAX_WAIT, MASTER, TICK_TIME = range(9)
-GLOBALS_SIZE = 9
+ALL_ADMITTED = 9  # ingest_many: every sample of the span it returned was admitted
+GLOBALS_SIZE = 10
 
 # What `take_all` reports per stream: samples taken, the one handed on (-1: all, CONCAT), whether the taken
 # are the first to arrive in capture order, the estimate and seq of the one handed on (for CONCAT the
@@ -630,18 +631,22 @@ def ingest_many(state, blocks, pending, g, ks, seqs, stamps, arrivals, codes, es
     """`ingest` for samples start.. in arrival order, until one may complete the open window (READY: returns
     the index after it) or one arrives past the open window's deadline (OVERDUE, not admitted: returns its
     index, for the caller to close the overdue windows first), or the end. codes[i] as `ingest`; ests[i] the
-    estimated capture time of an admitted sample."""
+    estimated capture time of an admitted sample; g[ALL_ADMITTED] 1 if every sample of the span was."""
+    g[ALL_ADMITTED] = 1.0
     for i in range(start, ks.shape[0]):
         k = ks[i]
         if k < 0:
             codes[i] = UNKNOWN
+            g[ALL_ADMITTED] = 0.0
             continue
         if g[HAS_WINDOW] != 0.0 and arrivals[i] >= np.floor(g[DEADLINE]) + 1.0:
             codes[i] = OVERDUE
             return i
         code = ingest(state, blocks, pending, g, k, seqs[i], stamps[i], arrivals[i])
         codes[i] = code
-        if not code & 15:
+        if code & 15:
+            g[ALL_ADMITTED] = 0.0
+        else:
             ests[i] = pending[1, k, int(state[k, PENDING]) - 1]
         if code & READY:
             return i + 1

@@ -38,6 +38,7 @@ from runtime.vsync import kernels
 from runtime.vsync.config import Assemble, DtEffMode, VSyncConfig
 from runtime.vsync.kernels import DROP_REASONS
 
+_TICK_TIME, _EMITTED_END, _HAS_WINDOW = kernels.TICK_TIME, kernels.EMITTED_END, kernels.HAS_WINDOW
 _MODES = {Assemble.CONCAT: kernels.CONCAT, Assemble.NEAREST: kernels.NEAREST, Assemble.HOLD: kernels.HOLD}
 
 
@@ -122,6 +123,7 @@ class _Stream:
     def __init__(self, k: int, cfg):
         self.k, self.cfg, self.name = k, cfg, cfg.name
         self.mode = cfg.assemble
+        self.hold = cfg.assemble is Assemble.HOLD
         self.payloads: list = []
         self.held = None  # HOLD: the payload handed on last (its time and seq are in the kernels' state)
         self.layout: tuple | None = None  # CONCAT: trailing shape and dtype of the chunks delivered so far
@@ -162,6 +164,8 @@ class VSync:
         self._tick_period = config.tick_period_ns
         self._max_wait = config.max_wait_s * 1e9
         self._dt_mode = config.dt_eff
+        self._measured = config.dt_eff is DtEffMode.MEASURED
+        self._refine = not config.tick_hz  # ticks move to the master's (or event's) capture instant
         self._origin: int | None = None
         self._window: tuple[float, float, float] | None = None  # (tick time, start, end) being filled
         self._event_windows: deque[tuple[float, float]] = deque()  # (tick time, end) per event sample
@@ -237,7 +241,7 @@ class VSync:
             j = kernels.ingest_many(
                 self._state, self._blocks, self._pending, self._g, ks, seqs, stamps, arrivals, codes, ests, i
             )
-            if j > i and not events and not (codes[i:j] & (15 | kernels.UNKNOWN)).any():
+            if j > i and not events and self._g[kernels.ALL_ADMITTED]:
                 for x in range(i, j):  # all admitted: the usual case
                     payloads[ks_list[x]].append(data[x])
                 self._first_arrival = min(self._first_arrival, float(arrivals[i]))  # batches: arrival order
@@ -435,29 +439,30 @@ class VSync:
             end,
             tick_time,
             math.nan if last is None else last,
-            not self.config.tick_hz,
+            self._refine,
             origin,
         )
-        tick_time = self._g[kernels.TICK_TIME]
+        g = self._g
+        tick_time = g[_TICK_TIME]
         data = []
-        for st, row in zip(self._streams, self._summary.tolist(), strict=True):
-            n = int(row[kernels.S_TAKEN])
+        for st, (n, chosen, prefix, _, _, _, left) in zip(self._streams, self._summary.tolist(), strict=True):
             if not n:
-                data.append(st.held if st.mode is Assemble.HOLD else None)
+                data.append(st.held if st.hold else None)
                 continue
+            n = int(n)
             payloads = st.payloads
-            if row[kernels.S_PREFIX]:  # the first n to arrive, already in capture order: the usual case
+            if prefix:  # the first n to arrive, already in capture order: the usual case
                 taken = payloads[:n]
                 del payloads[:n]
             else:
-                perm = self._order[st.k, : n + int(row[kernels.S_LEFT])].tolist()
+                perm = self._order[st.k, : n + int(left)].tolist()
                 taken = [payloads[i] for i in perm[:n]]
                 payloads[:] = [payloads[i] for i in perm[n:]]
-            chosen = int(row[kernels.S_CHOSEN])
             if chosen >= 0:  # NEAREST or HOLD: one sample
-                data.append(taken[chosen])
-                if st.mode is Assemble.HOLD:
-                    st.held = taken[chosen]
+                sample = taken[int(chosen)]
+                data.append(sample)
+                if st.hold:
+                    st.held = sample
                 continue
             chunks = self._chunks(st, taken)
             if chunks is None:
@@ -466,7 +471,7 @@ class VSync:
             data.append(chunks)
         samples.flags.writeable = False
         status.flags.writeable = False
-        if self._dt_mode is DtEffMode.MEASURED and last is not None:
+        if self._measured and last is not None:
             dt_eff = (tick_time - last) / 1e9
         else:
             dt_eff = self._dt_eff(tick_time)
@@ -485,9 +490,8 @@ class VSync:
         )
         self._index += 1
         self._emitted_end = end
-        g = self._g
-        g[kernels.EMITTED_END] = end
-        g[kernels.HAS_WINDOW] = 0.0
+        g[_EMITTED_END] = end
+        g[_HAS_WINDOW] = 0.0
         self._last_tick_time = tick_time
         self._window = None
         self._first_arrival = math.inf
