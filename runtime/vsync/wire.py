@@ -6,6 +6,8 @@ from runtime.vsync.scheduler import StreamStatus, Tick
 
 TICK_HEAD = ("index", "dt_eff_s", "emit_latency_ms", "by_deadline")
 TICK_PER_STREAM = ("valid", "age_s", "samples")
+# "dropped" counts faults: every drop reason but "superseded" (NEAREST and HOLD hand on one sample per tick
+# by design, so a 100 Hz stream held into 30 Hz ticks supersedes two of three without anything being wrong).
 STATUS_COLUMNS = ("rate_hz", "nominal_hz", "jitter_ms", "missed", "dropped", "stale", "relocks", "resets")
 
 
