@@ -38,7 +38,7 @@ def status_table(status: list[StreamStatus]) -> np.ndarray:
                 s.nominal_hz,
                 s.jitter_ms,
                 s.missed_cycles,
-                s.dropped_total,
+                s.dropped_total - s.dropped["superseded"],
                 s.stale,
                 s.relocks,
                 s.resets,
