@@ -78,3 +78,27 @@ def test_bench_vsync_writes_report_with_issue_keys(tmp_path):
     assert all(0 < results[k] < float("inf") for k in VSYNC_KEYS)
     assert results["align_err_p99_ms"] < results["approx_err_p99_ms"] < results["latest_err_p99_ms"]
     assert json.loads(out.read_text())["targets"]["align_err_p99_ms"] == {"op": "<=", "value": 1.0}
+
+
+def test_collect_writes_episodes_and_manifest_and_keeps_what_exists(tmp_path):
+    """`launch.collect` writes one npz per episode and a manifest; run again, it keeps the episodes on disk
+    instead of redoing them; a bad flag is refused with exit code 2 before anything is collected."""
+    out = tmp_path / "data"
+    args = ["--out", str(out), "--episodes", "2", "--episode-seconds", "1.5"]
+    run = lambda *extra: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "launch.collect", *args, *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    proc = run()
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [e["seed"] for e in manifest["episodes"]] == [0, 1]
+    assert all(e["ticks"] > 30 for e in manifest["episodes"])
+    first = (out / "episode_0.npz").stat().st_mtime_ns
+    assert run().returncode == 0
+    assert (out / "episode_0.npz").stat().st_mtime_ns == first
+    bad = run("--noise-rad", "-1")
+    assert bad.returncode == 2 and "noise_rad" in bad.stderr

@@ -1,0 +1,183 @@
+"""Episodes of aligned ticks for the world model: collected from the simulator, stored one npz per episode.
+
+Collection runs the sim node's loop in process and in virtual time: 10 ms physics iterations, the camera at
+30 Hz, one audio chunk per iteration, joints at 100 Hz, actions at the env's 10 Hz control rate from the
+scripted expert (with exploration noise) or uniformly random. Every sample goes through `VSync.push_many` with
+the brain's stream configuration, so training ticks are built exactly as the live brain builds them. The
+simulator's true state is recorded at each camera capture and attached to the tick that frame lands in: it
+is for probes and evaluation only, never a training input.
+
+An episode file holds, per tick (T ticks): `image` (T, S, S, 3) uint8, `audio` (T, MAX_CHUNKS, 160) float32
+with `audio_chunks` (T,) the chunks present, `joint` (T, 10), `action` (T, 5) (the action in force, held),
+`dt_eff` (T,), `mask` and `ages` (T, 4) in STREAMS order, and `true_ee` (T, 3), `true_object` (T, 7),
+`true_joint` (T, 10) (NaN where the tick has no frame); plus `success` and `seed`.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import envs
+from envs.expert import ScriptedExpert
+from runtime.vsync import Assemble, StreamConfig, VSync, VSyncConfig
+
+STREAMS = ("camera", "audio", "joint", "action")
+MAX_CHUNKS = 6  # audio chunks per tick: 10 ms chunks into 33 ms ticks, 3.3 on average, up to 5 here
+ITERATION_NS = 10_000_000  # one audio chunk: the sim node's loop period
+CAMERA_HZ = 30.0
+TRANSPORT_NS = 100_000  # virtual stamp-to-arrival delay
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    task: str = "push"
+    episode_seconds: float = 10.0
+    noise_rad: float = 0.05  # exploration: Gaussian noise on the expert's joint targets, per control step
+    random_fraction: float = 0.2  # episodes driven by uniformly random actions instead of the expert
+    image_size: int = 64
+
+    def __post_init__(self):
+        if not self.episode_seconds > 0:
+            raise ValueError(f"`episode_seconds` must be > 0, got {self.episode_seconds}")
+        if not self.noise_rad >= 0:
+            raise ValueError(f"`noise_rad` must be >= 0, got {self.noise_rad}")
+        if not 0.0 <= self.random_fraction <= 1.0:
+            raise ValueError(f"`random_fraction` must be between 0 and 1, got {self.random_fraction}")
+
+
+def vsync_config() -> VSyncConfig:
+    """The brain's stream configuration (launch/graphs/sim.yaml), under this module's stream names."""
+    return VSyncConfig(
+        streams=(
+            StreamConfig("camera", CAMERA_HZ, Assemble.NEAREST),
+            StreamConfig("audio", 100.0, Assemble.CONCAT),
+            StreamConfig("joint", 100.0, Assemble.HOLD),
+            StreamConfig("action", 10.0, Assemble.HOLD),
+        )
+    )
+
+
+def collect_episode(cfg: CollectConfig, seed: int) -> dict[str, np.ndarray]:
+    """One episode's ticks; `seed` fixes the scene and the policy's randomness."""
+    env = envs.make(
+        "manipulation",
+        cfg.task,
+        image_size=cfg.image_size,
+        action_mode="absolute",
+        episode_seconds=cfg.episode_seconds,
+    )
+    try:
+        return _run(env, cfg, seed)
+    finally:
+        env.close()
+
+
+def _run(env, cfg: CollectConfig, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    base = env.unwrapped
+    expert = ScriptedExpert(env)
+    random_policy = rng.random() < cfg.random_fraction
+    env.action_space.seed(seed)
+    t0 = 10**12
+    vsync = VSync(vsync_config(), clock=lambda: t0)
+    steps = int(round(ITERATION_NS / 1e9 / base.model.opt.timestep))
+    control_every = int(round(1e9 / base.control_hz / ITERATION_NS))
+    truth: dict[int, dict] = {}
+    seqs = dict.fromkeys(STREAMS, 0)
+    next_frame_ns = 0.0
+    ticks = []
+    i = 0
+    while True:
+        t = t0 + i * ITERATION_NS
+        batch = []
+        if i % control_every == 0:
+            terminated, truncated = base.episode_end()
+            if i and (terminated or truncated):
+                break
+            state = base.state()
+            if random_policy:
+                action = env.action_space.sample()
+            else:
+                action = expert.act({k: state[k] for k in ("ee", "object", "goal", "joint")})
+                action[:4] += rng.normal(0.0, cfg.noise_rad, 4)
+                action = np.clip(action, env.action_space.low, env.action_space.high)
+            base.apply_action(action)
+            batch.append(("action", t, np.asarray(action, np.float32)))
+        base.advance_physics(steps)
+        now = t + ITERATION_NS
+        batch.append(("audio", t, base.microphone.pull()[0]))  # stamped at its first sample
+        state = base.state()
+        batch.append(("joint", now, state["joint"]))
+        if now - t0 >= next_frame_ns:
+            next_frame_ns += 1e9 / CAMERA_HZ
+            truth[seqs["camera"]] = state
+            batch.append(("camera", now, base.render_camera()))
+        names = [b[0] for b in batch]
+        numbers = []
+        for name in names:
+            numbers.append(seqs[name])
+            seqs[name] += 1
+        stamps = [b[1] for b in batch]
+        ticks += vsync.push_many(
+            names, numbers, stamps, [b[2] for b in batch], [s + TRANSPORT_NS for s in stamps]
+        )
+        i += 1
+    ticks += vsync.flush()
+    episode = _to_arrays(ticks, truth, cfg.image_size)
+    episode["success"] = np.array(base.success())
+    episode["seed"] = np.array(seed)
+    return episode
+
+
+def _to_arrays(ticks, truth: dict[int, dict], image_size: int) -> dict[str, np.ndarray]:
+    n = len(ticks)
+    out = {
+        "image": np.zeros((n, image_size, image_size, 3), np.uint8),
+        "audio": np.zeros((n, MAX_CHUNKS, 160), np.float32),
+        "audio_chunks": np.zeros(n, np.int64),
+        "joint": np.zeros((n, 10), np.float32),
+        "action": np.zeros((n, 5), np.float32),
+        "dt_eff": np.zeros(n, np.float64),
+        "mask": np.zeros((n, len(STREAMS)), bool),
+        "ages": np.zeros((n, len(STREAMS)), np.float32),
+        "true_ee": np.full((n, 3), np.nan, np.float32),
+        "true_object": np.full((n, 7), np.nan, np.float32),
+        "true_joint": np.full((n, 10), np.nan, np.float32),
+    }
+    for i, tick in enumerate(ticks):
+        camera, audio, joint, action = tick.data
+        slots = tick.streams
+        if camera is not None:
+            out["image"][i] = camera
+            frame = truth[int(slots["camera"].seqs[-1])]
+            out["true_ee"][i], out["true_object"][i], out["true_joint"][i] = (
+                frame["ee"],
+                frame["object"],
+                frame["joint"],
+            )
+        if audio is not None and slots["audio"].fresh:
+            chunks = np.asarray(audio).reshape(-1, 160)[:MAX_CHUNKS]  # more than 6 would need a 60 ms window
+            out["audio"][i, : len(chunks)] = chunks
+            out["audio_chunks"][i] = len(chunks)
+        if joint is not None:
+            out["joint"][i] = joint
+        if action is not None:
+            out["action"][i] = action
+        out["dt_eff"][i] = tick.dt_eff
+        out["mask"][i] = tick.mask
+        out["ages"][i] = tick.ages
+    return out
+
+
+def save_episode(path: Path, episode: dict[str, np.ndarray]) -> None:
+    """Atomically: a reader never sees half an episode."""
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **episode)
+    tmp.replace(path)
+
+
+def load_episode(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
