@@ -1,0 +1,76 @@
+"""The action-conditioned latent transition used for rollouts: a separable Hamiltonian, leapfrog in dt_eff.
+
+    H(q, p) = |p|^2 / 2 + V(q),   V(q) = q^T K q / 2 + sum_e w_e V_e(q),
+    V_e(q) = sum_h a_eh log cosh(W_e q + c_e)_h
+
+The quadratic base is the oscillator bank's; each expert adds a smooth potential whose gradient is closed
+form, grad V_e = W_e^T (a_e * tanh(W_e q + c_e)), so a rollout needs no autograd (the planner runs hundreds
+of them per tick). `w` mixes the experts (from the router, fixed along a rollout). Actions push on the
+momenta through B; damping gamma decays them. One step is kick-drift-kick leapfrog:
+
+    p <- exp(-gamma dt/2) p;  p <- p + dt/2 (B a - grad V(q));  q <- q + dt p;
+    p <- p + dt/2 (B a - grad V(q));  p <- exp(-gamma dt/2) p
+
+Undamped and undriven, it is symplectic and `-dt` undoes it exactly. Candidates are a batch dimension.
+"""
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class Transition(nn.Module):
+    def __init__(self, d_state: int, d_action: int, experts: int = 8, hidden: int = 32):
+        super().__init__()
+        self.d_state, self.d_action, self.experts = d_state, d_action, experts
+        self.log_k = nn.Parameter(torch.zeros(d_state))  # k = 1 / s^2 to start
+        self.raw_gamma = nn.Parameter(torch.full((d_state,), -2.0))
+        self.w = nn.Parameter(torch.randn(experts, hidden, d_state) / math.sqrt(d_state))
+        self.c = nn.Parameter(torch.zeros(experts, hidden))
+        self.raw_a = nn.Parameter(torch.full((experts, hidden), -2.0))  # amplitudes a = softplus >= 0
+        self.b = nn.Parameter(torch.randn(d_state, d_action) / math.sqrt(d_action))
+
+    def _pre(self, q: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("ehd,nd->neh", self.w, q) + self.c  # (N, E, H)
+
+    def potential(self, q: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+        """V(q), (N,); q (N, D), mix (N, E) or (E,)."""
+        base = 0.5 * (torch.exp(self.log_k) * q * q).sum(-1)
+        z = self._pre(q)
+        log_cosh = z.abs() + F.softplus(-2 * z.abs()) - math.log(2)  # stable log cosh
+        experts = (F.softplus(self.raw_a) * log_cosh).sum(-1)  # (N, E)
+        return base + (mix * experts).sum(-1)
+
+    def potential_grad(self, q: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+        """grad V(q) in closed form, (N, D)."""
+        inner = F.softplus(self.raw_a) * torch.tanh(self._pre(q))  # (N, E, H)
+        experts = torch.einsum("neh,ehd->ned", inner, self.w)  # (N, E, D)
+        mix = mix.expand(q.shape[0], self.experts) if mix.dim() == 1 else mix
+        return torch.exp(self.log_k) * q + (mix.unsqueeze(-1) * experts).sum(1)
+
+    def energy(self, q: torch.Tensor, p: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (p * p).sum(-1) + self.potential(q, mix)
+
+    def step(self, q, p, action, dt, mix, damped: bool = True):
+        """One leapfrog step: q, p (N, D); action (N, A) or None; dt a float or (N,) tensor of seconds."""
+        dt = torch.as_tensor(dt, dtype=q.dtype, device=q.device)
+        dt = dt.unsqueeze(-1) if dt.dim() == 1 else dt
+        h = dt / 2
+        drive = 0.0 if action is None else action @ self.b.T
+        decay = torch.exp(-F.softplus(self.raw_gamma) * h) if damped else 1.0
+        p = decay * p
+        p = p + h * (drive - self.potential_grad(q, mix))
+        q = q + dt * p
+        p = p + h * (drive - self.potential_grad(q, mix))
+        return q, decay * p
+
+    def rollout(self, q, p, actions, dt, mix):
+        """Batched open-loop rollout: actions (N, T, A), dt (T,) seconds -> q, p (N, T, D) after each step."""
+        qs, ps = [], []
+        for t in range(actions.shape[1]):
+            q, p = self.step(q, p, actions[:, t], dt[t], mix)
+            qs.append(q)
+            ps.append(p)
+        return torch.stack(qs, 1), torch.stack(ps, 1)
