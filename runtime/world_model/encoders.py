@@ -1,0 +1,120 @@
+"""Per-modality encoders and their fusion into the tick input u_t (issue 5, item 1).
+
+- vision: a small conv net on 64x64 RGB (other sizes are resized);
+- audio: log-mel features of the tick's audio chunks (16 kHz, up to MAX_CHUNKS of 160 samples), a small conv
+  over time, pooled over the chunks present;
+- proprioception and action: MLPs.
+Each modality gives a token; an absent, stale or non-finite one is replaced by that modality's learned mask
+embedding (so a tick with everything masked still gives a finite u_t). The tokens are fused by a linear map.
+"""
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+SAMPLE_RATE = 16_000
+CHUNK = 160  # samples per 10 ms audio chunk
+N_FFT, HOP, N_MELS = 256, 80, 32  # 16 ms windows every 5 ms: two frames per chunk
+
+
+def mel_filterbank(n_mels: int = N_MELS, n_fft: int = N_FFT, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """(n_mels, n_fft // 2 + 1) triangular filters on the HTK mel scale."""
+    mel = lambda hz: 2595.0 * np.log10(1.0 + hz / 700.0)  # noqa: E731
+    hz = lambda m: 700.0 * (10.0 ** (m / 2595.0) - 1.0)  # noqa: E731
+    edges = hz(np.linspace(mel(0.0), mel(rate / 2), n_mels + 2))
+    bins = np.linspace(0.0, rate / 2, n_fft // 2 + 1)
+    bank = np.zeros((n_mels, bins.size))
+    for m in range(n_mels):
+        lo, mid, hi = edges[m], edges[m + 1], edges[m + 2]
+        bank[m] = np.clip(np.minimum((bins - lo) / (mid - lo), (hi - bins) / (hi - mid)), 0.0, None)
+    return bank
+
+
+class VisionEncoder(nn.Module):
+    def __init__(self, d: int, size: int = 64):
+        super().__init__()
+        self.size = size
+        channels = (3, 16, 32, 64, 64)
+        self.convs = nn.ModuleList(
+            nn.Conv2d(a, b, 4, 2, 1) for a, b in zip(channels, channels[1:], strict=False)
+        )
+        self.head = nn.Linear(64 * (size // 16) ** 2, d)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """image (B, H, W, 3) uint8 or float in [0, 1] -> (B, d)."""
+        x = image.permute(0, 3, 1, 2).float()
+        x = x / 255.0 if image.dtype == torch.uint8 else x
+        if x.shape[-1] != self.size or x.shape[-2] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        for conv in self.convs:
+            x = F.silu(conv(x))
+        return self.head(x.flatten(1))
+
+
+class AudioEncoder(nn.Module):
+    def __init__(self, d: int, max_chunks: int):
+        super().__init__()
+        self.register_buffer("mel", torch.tensor(mel_filterbank(), dtype=torch.float32), persistent=False)
+        self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
+        self.conv = nn.Conv1d(N_MELS, 64, 3, padding=1)
+        self.head = nn.Linear(64, d)
+        self.max_chunks = max_chunks
+
+    def forward(self, audio: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
+        """audio (B, C, 160), chunks (B,) present -> (B, d); frames past the chunks present are ignored."""
+        b = audio.shape[0]
+        signal = audio.reshape(b, -1)
+        spec = torch.stft(signal, N_FFT, HOP, window=self.window, center=True, return_complex=True)
+        power = spec.abs().pow(2)  # (B, F, frames)
+        logmel = torch.log(self.mel @ power + 1e-6)  # (B, N_MELS, frames)
+        h = F.silu(self.conv(logmel))
+        frames = h.shape[-1]
+        valid = torch.arange(frames, device=audio.device)[None] < (chunks[:, None] * CHUNK / HOP).clamp(min=1)
+        pooled = (h * valid[:, None]).sum(-1) / valid.sum(-1, keepdim=True).clamp(min=1)
+        return self.head(pooled)
+
+
+class VectorEncoder(nn.Module):
+    def __init__(self, d_in: int, d: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d_in, 2 * d), nn.SiLU(), nn.Linear(2 * d, d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class TickEncoder(nn.Module):
+    """Tick arrays -> u_t (B, d_model). Modalities in order: camera, audio, joint, action (data.STREAMS)."""
+
+    def __init__(
+        self, d_model: int, d_token: int = 64, joint_dim: int = 10, action_dim: int = 5, max_chunks=6
+    ):
+        super().__init__()
+        self.vision = VisionEncoder(d_token)
+        self.audio = AudioEncoder(d_token, max_chunks)
+        self.joint = VectorEncoder(joint_dim, d_token)
+        self.action = VectorEncoder(action_dim, d_token)
+        self.mask_tokens = nn.Parameter(torch.randn(4, d_token) / math.sqrt(d_token))
+        self.fuse = nn.Linear(4 * d_token, d_model)
+
+    def forward(self, image, audio, chunks, joint, action, mask):
+        """image (B, S, S, 3); audio (B, C, 160); chunks (B,); joint (B, 10); action (B, 5); mask (B, 4) bool.
+
+        A modality whose input is not finite is masked too (and its input zeroed), so no NaN gets through."""
+        mask = mask.clone()
+        image = image.float() if image.dtype != torch.uint8 else image
+        inputs = [image, audio, joint, action]
+        for m, x in enumerate(inputs):
+            if x.dtype != torch.uint8:
+                finite = torch.isfinite(x.flatten(1)).all(-1)
+                mask[:, m] &= finite
+                inputs[m] = torch.where(finite.view(-1, *([1] * (x.dim() - 1))), x, torch.zeros_like(x))
+        image, audio, joint, action = inputs
+        tokens = torch.stack(
+            (self.vision(image), self.audio(audio, chunks), self.joint(joint), self.action(action)), 1
+        )  # (B, 4, d_token)
+        tokens = torch.where(mask[..., None], tokens, self.mask_tokens.expand_as(tokens))
+        return self.fuse(tokens.flatten(1))
