@@ -1,0 +1,102 @@
+"""Sparse mixture of Hamiltonian experts: E oscillator banks per layer, a router picking top-k per tick.
+
+Each expert is an oscillator bank (stiffness, damping, its own force and selective-step projections, its own
+readout). Per tick the router scores the experts from u_t and keeps the top k; only those experts' projections
+and readouts are computed, weighted by the softmax of their scores. Every expert keeps its own phase-space
+state; an expert not chosen this tick coasts undriven at dt_eff (a cheap elementwise step: its dynamics go
+on, nothing about u_t is computed for it). The Switch-Transformer load-balancing term keeps the router from
+collapsing onto a few experts.
+
+As for one bank (layer.py), `forward` runs a sequence through the parallel scan and `step` runs one tick;
+they agree.
+"""
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from runtime.world_model.layer import OMEGA_RANGE, RMSNorm
+from runtime.world_model.oscillators import energy, scan, stable_dt, step, step_matrices
+
+
+class HamiltonianExperts(nn.Module):
+    def __init__(self, d_model: int, d_state: int, experts: int = 8, top_k: int = 2):
+        super().__init__()
+        if not 1 <= top_k <= experts:
+            raise ValueError(f"`top_k` must be between 1 and `experts` ({experts}), got {top_k}")
+        self.d_model, self.d_state, self.experts, self.top_k = d_model, d_state, experts, top_k
+        omega = torch.exp(torch.linspace(math.log(OMEGA_RANGE[0]), math.log(OMEGA_RANGE[1]), d_state))
+        jitter = 1 + 0.1 * torch.randn(experts, d_state)  # experts start on slightly different frequencies
+        self.log_k = nn.Parameter(2 * torch.log(omega * jitter.abs()))
+        self.raw_gamma = nn.Parameter(torch.full((experts, d_state), -2.0))
+        self.router = nn.Linear(d_model, experts)
+        self.force = nn.Parameter(torch.randn(experts, d_model, d_state) / math.sqrt(d_model))
+        self.dt_w = nn.Parameter(torch.zeros(experts, d_model, d_state))
+        self.dt_b = nn.Parameter(torch.full((experts, d_state), math.log(math.e - 1)))  # softplus = 1
+        self.readout = nn.Parameter(torch.randn(experts, 2 * d_state, d_model) / math.sqrt(2 * d_state))
+        self.norm = RMSNorm(d_model)
+
+    @property
+    def stiffness(self) -> torch.Tensor:
+        return torch.exp(self.log_k)  # (E, D)
+
+    def route(self, u: torch.Tensor):
+        """u (N, d_model) -> top-k expert indices (N, k), their weights (N, k), all router probs (N, E)."""
+        logits = self.router(u)
+        top, idx = logits.topk(self.top_k, -1)
+        return idx, torch.softmax(top, -1), torch.softmax(logits, -1)
+
+    def _maps(self, u: torch.Tensor, dt_eff: torch.Tensor, idx: torch.Tensor):
+        """A (N, E, D, 2, 2) and b (N, E, D, 2): chosen experts driven and selective, the others coast."""
+        n = u.shape[0]
+        k, gamma = self.stiffness, F.softplus(self.raw_gamma)
+        dt = dt_eff[:, None, None].expand(n, self.experts, self.d_state).clone()
+        force = torch.zeros(n, self.experts, self.d_state, dtype=u.dtype, device=u.device)
+        rows = torch.arange(n, device=u.device)[:, None].expand_as(idx)
+        # only the chosen experts' projections: (N, k, D)
+        gate = torch.einsum("nm,nkmd->nkd", u, self.dt_w[idx]) + self.dt_b[idx]
+        dt[rows, idx] = dt_eff[:, None, None] * F.softplus(gate)
+        force[rows, idx] = torch.einsum("nm,nkmd->nkd", u, self.force[idx])
+        return step_matrices(stable_dt(dt, k), k, gamma, force)
+
+    def _output(self, u: torch.Tensor, x: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor):
+        """u (N, d_model), x (N, E, D, 2): the chosen experts' readouts, weighted, residual, norm."""
+        rows = torch.arange(u.shape[0], device=u.device)[:, None].expand_as(idx)
+        chosen = x[rows, idx].flatten(-2)  # (N, k, 2D)
+        out = torch.einsum("nkf,nkfm->nkm", chosen, self.readout[idx])
+        return self.norm(u + (weight[..., None] * F.silu(out)).sum(1))
+
+    def load_balance(self, idx: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """Switch Transformer's auxiliary loss: E * sum_e (share of ticks routed to e) * (mean prob of e);
+        1 when routing is uniform, up to E when it collapses."""
+        share = F.one_hot(idx, self.experts).sum(-2).float().mean(0) / self.top_k
+        return self.experts * (share * probs.mean(0)).sum()
+
+    def initial_state(self, batch: int) -> torch.Tensor:
+        return torch.zeros(batch, self.experts, self.d_state, 2)
+
+    def forward(self, u: torch.Tensor, dt_eff: torch.Tensor, x0: torch.Tensor | None = None):
+        """u (B, T, d_model), dt_eff (B, T) -> y (B, T, d_model), states (B, T, E, D, 2), balance loss."""
+        b, t, _ = u.shape
+        flat = u.reshape(b * t, -1)
+        idx, weight, probs = self.route(flat)
+        a, bias = self._maps(flat, dt_eff.reshape(-1), idx)
+        a = a.reshape(b, t, self.experts * self.d_state, 2, 2)
+        bias = bias.reshape(b, t, self.experts * self.d_state, 2)
+        x0 = self.initial_state(b).to(u) if x0 is None else x0
+        states = scan(x0.reshape(b, -1, 2), a, bias).reshape(b, t, self.experts, self.d_state, 2)
+        y = self._output(flat, states.reshape(b * t, self.experts, self.d_state, 2), idx, weight)
+        return y.reshape(b, t, -1), states, self.load_balance(idx, probs)
+
+    def step(self, u: torch.Tensor, dt_eff: torch.Tensor, x: torch.Tensor):
+        """One tick: u (B, d_model), dt_eff (B,), x (B, E, D, 2) -> y (B, d_model), x, experts (B, k)."""
+        idx, weight, _ = self.route(u)
+        a, bias = self._maps(u, dt_eff, idx)
+        x = step(x, a, bias)
+        return self._output(u, x, idx, weight), x, idx
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        """Total energy of every expert's bank, (...,)."""
+        return energy(x, self.stiffness).sum((-1, -2))
