@@ -65,15 +65,6 @@ OUTLIER = 4  # outside the jitter band: estimated, not fed
 BEHIND = 5  # a cycle at or before the newest (reordered or extra): estimated, not fed
 
 
-def oscillator_state(streams: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Oscillator rows (K, STATE_SIZE) and envelope points (K, ENVELOPE_BLOCKS): cycle index and stamp."""
-    return (
-        np.zeros((streams, STATE_SIZE)),
-        np.zeros((streams, ENVELOPE_BLOCKS)),
-        np.zeros((streams, ENVELOPE_BLOCKS)),
-    )
-
-
 def configure(
     state: np.ndarray, k: int, period_ns: float, max_rate_error: float, fit_cycles: int, coast: int
 ):
@@ -416,10 +407,10 @@ def ingest(state, blocks, pending, g, k, seq, stamp, arrival):
     return flags | (READY if _ready(state, g, k, arrival) else 0)
 
 
-@njit("int64(float64[:, :], float64[:], float64, float64)", cache=True, nogil=True)
-def open_window(state, g, end, max_wait):
-    """Make (.., end] the open window: flag the live streams that have not covered it; set its deadline
-    `max_wait` past the end plus the slowest of those streams' stamp-to-arrival lag. Returns how many wait."""
+@njit("int64(float64[:, :], float64[:], float64)", cache=True, nogil=True)
+def open_window(state, g, end):
+    """Make (.., end] the open window: flag the live streams that have not covered it; its deadline is
+    g[MAX_WAIT] past the end plus the slowest of those streams' stamp-to-arrival lag. Returns the count."""
     waiting = 0
     lag = 0.0
     for k in range(state.shape[0]):
@@ -431,7 +422,7 @@ def open_window(state, g, end, max_wait):
         else:
             state[k, WAITING] = 0.0
     g[WINDOW_END] = end
-    g[DEADLINE] = end + max_wait + lag
+    g[DEADLINE] = end + g[MAX_WAIT] + lag
     g[HAS_WINDOW] = 1.0
     return waiting
 
@@ -554,7 +545,7 @@ def advance_window(state, g, last_tick, nominal_period, follow):
             tick_time += master_period
     start = g[EMITTED_END]
     end = max(tick_time + period / 2, start + period / 4)
-    open_window(state, g, end, g[MAX_WAIT])
+    open_window(state, g, end)
     return tick_time, start, end
 
 

@@ -162,8 +162,6 @@ class VSync:
         self._events = config.event_stream is not None
         self._follow_master = config.tick_hz is None and not self._events
         self._tick_period = config.tick_period_ns
-        self._max_wait = config.max_wait_s * 1e9
-        self._dt_mode = config.dt_eff
         self._measured = config.dt_eff is DtEffMode.MEASURED
         self._refine = not config.tick_hz  # ticks move to the master's (or event's) capture instant
         self._origin: int | None = None
@@ -386,22 +384,24 @@ class VSync:
             start = tick_time - period / 2 if not self._index else self._emitted_end
             tick_time = max(tick_time, start + 1.0)
         else:
-            window = kernels.advance_window(
-                self._state, self._g, self._last_tick_time, self._tick_period, self._follow_master
+            return self._opened(
+                kernels.advance_window(
+                    self._state, self._g, self._last_tick_time, self._tick_period, self._follow_master
+                )
             )
-            self._window = window
-            self._deadline_ns = self._origin + math.floor(self._g[kernels.DEADLINE]) + 1
-            return window
         end = max(tick_time + period / 2, start + period / 4)
         return self._open(tick_time, start, end)
 
     def _open(self, tick_time: float, start: float, end: float) -> tuple[float, float, float]:
-        self._window = (tick_time, start, end)
         # The bounded wait runs from when a stream's samples up to the window's end can first be here: its
         # stamp-to-arrival lag (an audio chunk stamped at its first sample arrives a chunk later).
-        kernels.open_window(self._state, self._g, end, self._max_wait)
+        kernels.open_window(self._state, self._g, end)
+        return self._opened((tick_time, start, end))
+
+    def _opened(self, window: tuple[float, float, float]) -> tuple[float, float, float]:
+        self._window = window
         self._deadline_ns = self._origin + math.floor(self._g[kernels.DEADLINE]) + 1
-        return self._window
+        return window
 
     def _anchor(self, now_rel: float, force: bool) -> float | None:
         """Time of the first tick (or the first after a pause): the master's first sample waiting; or, if the
