@@ -11,6 +11,7 @@ from pathlib import Path
 import tyro
 
 from runtime.benchmarks.env import EnvBenchConfig
+from runtime.benchmarks.model import ModelBenchConfig
 from runtime.benchmarks.transport import TransportBenchConfig
 from runtime.benchmarks.vsync import VSyncBenchConfig
 
@@ -61,6 +62,22 @@ def run_vsync(cmd: VSyncBench) -> int:
     return _finish(vsync.run(config), cmd.json)
 
 
+@dataclass
+class ModelBench(ModelBenchConfig):
+    """World-model tick cost, batch 1: hssm (encoders + backbone) against the Transformer baseline with a
+    key/value cache of 64, 512 and 4096 ticks; resident memory over 10,000 ticks."""
+
+    json: Path | None = None
+    """Write the report here."""
+
+
+def run_model(cmd: ModelBench) -> int:
+    from runtime.benchmarks import model
+
+    config = ModelBenchConfig(**{k: v for k, v in vars(cmd).items() if k != "json"})
+    return _finish(model.run(config), cmd.json)
+
+
 def _finish(report, json_path: Path | None) -> int:
     report.print_table()
     if json_path is not None:
@@ -69,8 +86,8 @@ def _finish(report, json_path: Path | None) -> int:
     return 0
 
 
-COMMANDS = {"env": EnvBench, "transport": TransportBench, "vsync": VSyncBench}
-RUNNERS = {EnvBench: run_env, TransportBench: run_transport, VSyncBench: run_vsync}
+COMMANDS = {"env": EnvBench, "transport": TransportBench, "vsync": VSyncBench, "model": ModelBench}
+RUNNERS = {EnvBench: run_env, TransportBench: run_transport, VSyncBench: run_vsync, ModelBench: run_model}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from runtime.supervisor import Supervisor
 from runtime.transport import Policy, Subscriber
 from runtime.video import VideoWriter
 from runtime.vsync.wire import STATUS_COLUMNS, read_tick_summary
+from runtime.world_model.live import MODEL_COLUMNS
 
 log = logging.getLogger("launch.sim")
 
@@ -85,6 +86,7 @@ class StreamMonitor:
         self.vsync_streams = list((brain.params.get("vsync") or {}).get("streams") or {}) if brain else []
         self.vsync_status: np.ndarray | None = None
         self.ticks: deque = deque(maxlen=300)  # recent brain/tick summaries: (head, per-stream)
+        self.model_rows: deque = deque(maxlen=300)  # recent brain/model rows (runtime/world_model/live.py)
 
     def poll(self, timeout_s: float) -> None:
         for msg in self.subscriber.poll(timeout_s):
@@ -99,6 +101,8 @@ class StreamMonitor:
                 self.frames.append(np.array(msg.data))
             elif msg.topic == "brain/vsync":
                 self.vsync_status = msg.data
+            elif msg.topic == "brain/model":
+                self.model_rows.append(np.asarray(msg.data, np.float64))
             elif msg.topic == "brain/tick":
                 try:
                     self.ticks.append(read_tick_summary(msg.data, len(self.vsync_streams)))
@@ -114,7 +118,26 @@ class StreamMonitor:
         return (len(window) - 1) / span if span > 0 else 0.0
 
     def view(self, supervisor: Supervisor, elapsed_s: float) -> Group:
-        return Group(self.table(supervisor, elapsed_s), *([self.vsync_table()] if self.vsync_streams else []))
+        parts = [self.table(supervisor, elapsed_s)]
+        if self.vsync_streams:
+            parts.append(self.vsync_table())
+        if self.model_rows:
+            parts.append(self.model_line())
+        return Group(*parts)
+
+    def model_line(self) -> str:
+        """The world model on the brain's ticks: step time, backbone energy, one-tick prediction error."""
+        rows = np.array(self.model_rows)
+        col = {name: i for i, name in enumerate(MODEL_COLUMNS)}
+        step = rows[:, col["step_ms"]]
+        step = step[np.isfinite(step)]
+        p50, p99 = np.percentile(step, [50, 99]) if step.size else (np.nan, np.nan)
+        last = rows[-1]
+        return (
+            f"World model: step p50 {p50:.2f} ms p99 {p99:.2f} ms, energy {last[col['energy']]:.3g}, "
+            f"1-tick prediction error {np.nanmean(rows[:, col['pred_err']]):.3g}, "
+            f"dt_eff clamped {last[col['dt_clamped']]:.0f}, ticks refused {last[col['refused']]:.0f}"
+        )
 
     def vsync_table(self) -> Table:
         """The brain's V-sync scheduler: tracked rate, jitter, drops and staleness per stream; tick timing."""

@@ -4,7 +4,11 @@ Subscribes to the streams named in its `vsync` params (rates default to the grap
 pushes every message into `runtime.vsync.VSync`, and publishes a summary of each tick (`brain/tick`, see
 `runtime/vsync/wire.py`) and the scheduler's per-stream status (`brain/vsync`: rate, jitter, drops, stale)
 for the dashboard. The loop blocks on its inputs and the scheduler's next deadline rather than a fixed rate.
-The world model, memory and planner run on these ticks as they land (issues 5 to 7).
+
+Each tick then goes through the world model (`world_model` param: `default` for the shipped checkpoint, a
+checkpoint directory, or `none`): one streaming step, its time, the backbone's energy and the one-tick
+prediction error, published per tick on `brain/model` (`runtime/world_model/live.py`). Memory and the planner
+follow (issues 6 and 7).
 """
 
 import logging
@@ -15,6 +19,7 @@ from runtime.clock import now_ns
 from runtime.graph import Graph
 from runtime.vsync import VSync, VSyncConfig
 from runtime.vsync.wire import status_table, tick_summary
+from runtime.world_model import checkpoint
 
 log = logging.getLogger(__name__)
 STATUS_PERIOD_S = 0.5  # the dashboard refreshes at 4 Hz; twice a second is plenty for counters
@@ -31,16 +36,42 @@ def vsync_config(params: dict, graph: Graph) -> VSyncConfig:
     return config
 
 
+def world_model_path(params: dict):
+    """The checkpoint directory to load, or None for `world_model: none`; raises ValueError if unusable."""
+    choice = str(params.get("world_model", "default"))
+    if choice == "none":
+        return None
+    path = checkpoint.DEFAULT_CHECKPOINT if choice == "default" else choice
+    try:
+        checkpoint.read_manifest(path)
+    except checkpoint.CheckpointError as exc:
+        raise ValueError(f"`world_model`: {exc}") from None
+    return path
+
+
 def check_params(params: dict, graph: Graph) -> None:
     """Called by launch entry points before any process starts."""
-    vsync_config(params, graph)
+    config = vsync_config(params, graph)
+    if world_model_path(params) is not None and len(config.streams) != 4:
+        raise ValueError(
+            "`world_model` reads 4 streams in this order: camera, audio, joint, action; "
+            f"`vsync.streams` has {[s.name for s in config.streams]} (set `world_model: none` to run without)"
+        )
 
 
 class BrainNode(Node):
     def connect(self) -> None:
+        check_params(self.params, self.graph)
         self.vsync = VSync(vsync_config(self.params, self.graph))
         self.timer.period_s = None  # paced by its inputs and deadlines, not a fixed rate
         self.next_status = 0.0
+        path = world_model_path(self.params)
+        self.world_model = None
+        if path is not None:
+            from runtime.world_model.live import LiveWorldModel  # torch only where a model runs
+
+            self.world_model = LiveWorldModel(path)
+            log.info("brain: world model %s (%s)", path, self.world_model.manifest.get("command"))
 
     def step(self) -> None:
         deadline = self.vsync.next_deadline_ns()
@@ -55,6 +86,8 @@ class BrainNode(Node):
         ticks += self.vsync.poll()
         for tick in ticks:
             self.publish("brain/tick", tick_summary(tick), tick.capture_ns)
+            if self.world_model is not None:
+                self.publish("brain/model", self.world_model.step(tick), tick.capture_ns)
         if time.monotonic() >= self.next_status:
             self.next_status = time.monotonic() + STATUS_PERIOD_S
             self.publish("brain/vsync", status_table(self.vsync.status()), now_ns())
@@ -73,6 +106,14 @@ class BrainNode(Node):
                     {k: v for k, v in s.dropped.items() if v},
                 )
             log.info("brain: %d ticks, %d by deadline", self.vsync.ticks_emitted, self.vsync.deadline_ticks)
+        if getattr(self, "world_model", None) is not None:
+            wm = self.world_model
+            log.info(
+                "brain: world model on %d ticks, %d refused, dt_eff clamped %d times",
+                wm.ticks,
+                wm.refused,
+                wm.model.dt_clamped,
+            )
 
 
 NODE = BrainNode

@@ -2,8 +2,9 @@
 
 Collection runs the sim node's loop in process and in virtual time: 10 ms physics iterations, the camera at
 30 Hz, one audio chunk per iteration, joints at 100 Hz, actions at the env's 10 Hz control rate from the
-scripted expert (with exploration noise) or uniformly random. Every sample goes through `VSync.push_many` with
-the brain's stream configuration, so training ticks are built exactly as the live brain builds them. The
+scripted expert (with exploration noise) or a random walk of joint targets. Every sample goes through
+`VSync.push_many` with the brain's stream configuration, so training ticks are built exactly as the live brain
+builds them. The
 simulator's true state is recorded at each camera capture and attached to the tick that frame lands in: it
 is for probes and evaluation only, never a training input.
 
@@ -34,7 +35,8 @@ class CollectConfig:
     task: str = "push"
     episode_seconds: float = 10.0
     noise_rad: float = 0.05  # exploration: Gaussian noise on the expert's joint targets, per control step
-    random_fraction: float = 0.2  # episodes driven by uniformly random actions instead of the expert
+    random_fraction: float = 0.2  # episodes driven by a random walk of joint targets instead of the expert
+    random_step_rad: float = 0.25  # the walk's largest step per control step: about the expert's largest
     image_size: int = 64
 
     def __post_init__(self):
@@ -87,6 +89,7 @@ def _run(env, cfg: CollectConfig, seed: int) -> dict[str, np.ndarray]:
     truth: dict[int, dict] = {}
     seqs = dict.fromkeys(STREAMS, 0)
     next_frame_ns = 0.0
+    walked = base.action_for_targets(base.arm_target, base.gripper_command)  # the random walk starts at rest
     ticks = []
     i = 0
     while True:
@@ -97,8 +100,10 @@ def _run(env, cfg: CollectConfig, seed: int) -> dict[str, np.ndarray]:
             if i and (terminated or truncated):
                 break
             state = base.state()
-            if random_policy:
-                action = env.action_space.sample()
+            if random_policy:  # uniform targets would teleport a position-controlled arm (metres per tick)
+                low, high = env.action_space.low, env.action_space.high
+                walk = rng.uniform(-cfg.random_step_rad, cfg.random_step_rad, len(low))
+                action = walked = np.clip(walked + walk, low, high).astype(np.float32)
             else:
                 action = expert.act({k: state[k] for k in ("ee", "object", "goal", "joint")})
                 action[:4] += rng.normal(0.0, cfg.noise_rad, 4)
@@ -131,6 +136,33 @@ def _run(env, cfg: CollectConfig, seed: int) -> dict[str, np.ndarray]:
     return episode
 
 
+def tick_fields(tick, image_size: int) -> dict[str, np.ndarray]:
+    """One V-sync tick as the world model's inputs (streams in STREAMS order: camera, audio, joint, action).
+
+    A missing frame is zeros (and masked); audio is the fresh chunks, at most MAX_CHUNKS."""
+    camera, audio, joint, action = tick.data
+    out = {
+        "image": np.zeros((image_size, image_size, 3), np.uint8),
+        "audio": np.zeros((MAX_CHUNKS, 160), np.float32),
+        "audio_chunks": np.array(0, np.int64),
+        "joint": np.zeros(10, np.float32),
+        "action": np.zeros(5, np.float32),
+        "mask": np.asarray(tick.mask, bool),
+        "dt_eff": np.array(tick.dt_eff, np.float64),
+    }
+    if camera is not None:
+        out["image"] = np.asarray(camera, np.uint8)
+    if audio is not None and tick.status[1, 1] > 0:  # fresh: held audio would repeat old sound
+        chunks = np.asarray(audio, np.float32).reshape(-1, 160)[:MAX_CHUNKS]  # more than 6: a 60 ms window
+        out["audio"][: len(chunks)] = chunks
+        out["audio_chunks"] = np.array(len(chunks), np.int64)
+    if joint is not None:
+        out["joint"] = np.asarray(joint, np.float32)
+    if action is not None:
+        out["action"] = np.asarray(action, np.float32)
+    return out
+
+
 def _to_arrays(ticks, truth: dict[int, dict], image_size: int) -> dict[str, np.ndarray]:
     n = len(ticks)
     out = {
@@ -147,27 +179,16 @@ def _to_arrays(ticks, truth: dict[int, dict], image_size: int) -> dict[str, np.n
         "true_joint": np.full((n, 10), np.nan, np.float32),
     }
     for i, tick in enumerate(ticks):
-        camera, audio, joint, action = tick.data
-        slots = tick.streams
-        if camera is not None:
-            out["image"][i] = camera
-            frame = truth[int(slots["camera"].seqs[-1])]
+        for name, value in tick_fields(tick, image_size).items():
+            out[name][i] = value
+        out["ages"][i] = tick.ages
+        if tick.data[0] is not None:
+            frame = truth[int(tick.streams["camera"].seqs[-1])]
             out["true_ee"][i], out["true_object"][i], out["true_joint"][i] = (
                 frame["ee"],
                 frame["object"],
                 frame["joint"],
             )
-        if audio is not None and slots["audio"].fresh:
-            chunks = np.asarray(audio).reshape(-1, 160)[:MAX_CHUNKS]  # more than 6 would need a 60 ms window
-            out["audio"][i, : len(chunks)] = chunks
-            out["audio_chunks"][i] = len(chunks)
-        if joint is not None:
-            out["joint"][i] = joint
-        if action is not None:
-            out["action"][i] = action
-        out["dt_eff"][i] = tick.dt_eff
-        out["mask"][i] = tick.mask
-        out["ages"][i] = tick.ages
     return out
 
 

@@ -1,6 +1,6 @@
 """Per-modality encoders and their fusion into the tick input u_t (issue 5, item 1).
 
-- vision: a small conv net on 64x64 RGB (other sizes are resized);
+- vision: strided convs and a spatial softmax (keypoints) on 64x64 RGB (other sizes are resized);
 - audio: log-mel features of the tick's audio chunks (16 kHz, up to MAX_CHUNKS of 160 samples), a small conv
   over time, pooled over the chunks present;
 - proprioception and action: MLPs.
@@ -34,14 +34,24 @@ def mel_filterbank(n_mels: int = N_MELS, n_fft: int = N_FFT, rate: int = SAMPLE_
 
 
 class VisionEncoder(nn.Module):
-    def __init__(self, d: int, size: int = 64):
+    """Strided convs, then a spatial softmax: each of K keypoint maps becomes the expected (x, y) image
+    position of its activation (Levine et al. 2016; robomimic's and LeRobot's image encoders use it). On a
+    fixed camera, image positions are close to affine in table positions, so where things are (the cube, the
+    gripper) reaches the latent almost linearly. A mean-pooled feature vector carries what is not a
+    position."""
+
+    def __init__(self, d: int, size: int = 64, channels: tuple[int, ...] = (16, 32), keypoints: int = 16):
         super().__init__()
         self.size = size
-        channels = (3, 16, 32, 64, 64)
-        self.convs = nn.ModuleList(
-            nn.Conv2d(a, b, 4, 2, 1) for a, b in zip(channels, channels[1:], strict=False)
-        )
-        self.head = nn.Linear(64 * (size // 16) ** 2, d)
+        widths = (3, *channels)
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, 4, 2, 1) for a, b in zip(widths, widths[1:], strict=False))
+        self.keypoints = nn.Conv2d(widths[-1], keypoints, 1)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+        side = size // 2 ** len(channels)
+        grid = torch.linspace(-1.0, 1.0, side)
+        self.register_buffer("xs", grid.repeat(side), persistent=False)  # (side * side,) row-major
+        self.register_buffer("ys", grid.repeat_interleave(side), persistent=False)
+        self.head = nn.Linear(2 * keypoints + widths[-1], d)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """image (B, H, W, 3) uint8 or float in [0, 1] -> (B, d)."""
@@ -51,30 +61,45 @@ class VisionEncoder(nn.Module):
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
         for conv in self.convs:
             x = F.silu(conv(x))
-        return self.head(x.flatten(1))
+        attention = torch.softmax(self.keypoints(x).flatten(2) * torch.exp(self.log_temperature), -1)
+        points = torch.cat((attention @ self.xs, attention @ self.ys), -1)  # (B, 2K)
+        return self.head(torch.cat((points, x.mean((-1, -2))), -1))
 
 
 class AudioEncoder(nn.Module):
     def __init__(self, d: int, max_chunks: int):
         super().__init__()
-        self.register_buffer("mel", torch.tensor(mel_filterbank(), dtype=torch.float32), persistent=False)
-        self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
+        self.register_buffer("mel", torch.tensor(mel_filterbank().T, dtype=torch.float32), persistent=False)
+        self.register_buffer("dft", windowed_dft(N_FFT), persistent=False)
         self.conv = nn.Conv1d(N_MELS, 64, 3, padding=1)
         self.head = nn.Linear(64, d)
         self.max_chunks = max_chunks
 
+    def log_mel(self, signal: torch.Tensor) -> torch.Tensor:
+        """(B, samples) -> (B, N_MELS, frames): Hann-windowed power spectra every HOP samples, centred frames
+        (reflect-padded, as torch.stft(center=True)), on the mel bank. One matmul for all frames' DFTs."""
+        padded = F.pad(signal[:, None], (N_FFT // 2, N_FFT // 2), mode="reflect")[:, 0]
+        spec = padded.unfold(-1, N_FFT, HOP) @ self.dft  # (B, frames, 2 * bins): real, imaginary
+        bins = N_FFT // 2 + 1
+        power = spec[..., :bins].square() + spec[..., bins:].square()
+        return torch.log(power @ self.mel + 1e-6).transpose(1, 2)
+
     def forward(self, audio: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
         """audio (B, C, 160), chunks (B,) present -> (B, d); frames past the chunks present are ignored."""
-        b = audio.shape[0]
-        signal = audio.reshape(b, -1)
-        spec = torch.stft(signal, N_FFT, HOP, window=self.window, center=True, return_complex=True)
-        power = spec.abs().pow(2)  # (B, F, frames)
-        logmel = torch.log(self.mel @ power + 1e-6)  # (B, N_MELS, frames)
-        h = F.silu(self.conv(logmel))
+        h = F.silu(self.conv(self.log_mel(audio.reshape(audio.shape[0], -1))))
         frames = h.shape[-1]
         valid = torch.arange(frames, device=audio.device)[None] < (chunks[:, None] * CHUNK / HOP).clamp(min=1)
-        pooled = (h * valid[:, None]).sum(-1) / valid.sum(-1, keepdim=True).clamp(min=1)
-        return self.head(pooled)
+        valid = valid.to(h.dtype)
+        return self.head((h * valid[:, None]).sum(-1) / valid.sum(-1, keepdim=True))
+
+
+def windowed_dft(n: int) -> torch.Tensor:
+    """(n, 2 * (n // 2 + 1)): x @ W gives the real and imaginary parts of the Hann-windowed DFT of x."""
+    t = np.arange(n)[:, None]
+    f = np.arange(n // 2 + 1)[None]
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)  # periodic Hann, as torch.hann_window
+    angle = 2 * np.pi * t * f / n
+    return torch.tensor(np.hstack((np.cos(angle), -np.sin(angle))) * window[:, None], dtype=torch.float32)
 
 
 class VectorEncoder(nn.Module):
@@ -90,10 +115,17 @@ class TickEncoder(nn.Module):
     """Tick arrays -> u_t (B, d_model). Modalities in order: camera, audio, joint, action (data.STREAMS)."""
 
     def __init__(
-        self, d_model: int, d_token: int = 64, joint_dim: int = 10, action_dim: int = 5, max_chunks=6
+        self,
+        d_model: int,
+        d_token: int = 64,
+        joint_dim: int = 10,
+        action_dim: int = 5,
+        max_chunks: int = 6,
+        channels: tuple[int, ...] = (16, 32),
+        keypoints: int = 16,
     ):
         super().__init__()
-        self.vision = VisionEncoder(d_token)
+        self.vision = VisionEncoder(d_token, channels=channels, keypoints=keypoints)
         self.audio = AudioEncoder(d_token, max_chunks)
         self.joint = VectorEncoder(joint_dim, d_token)
         self.action = VectorEncoder(action_dim, d_token)
@@ -104,14 +136,15 @@ class TickEncoder(nn.Module):
         """image (B, S, S, 3); audio (B, C, 160); chunks (B,); joint (B, 10); action (B, 5); mask (B, 4) bool.
 
         A modality whose input is not finite is masked too (and its input zeroed), so no NaN gets through."""
-        mask = mask.clone()
         image = image.float() if image.dtype != torch.uint8 else image
         inputs = [image, audio, joint, action]
         for m, x in enumerate(inputs):
             if x.dtype != torch.uint8:
                 finite = torch.isfinite(x.flatten(1)).all(-1)
-                mask[:, m] &= finite
-                inputs[m] = torch.where(finite.view(-1, *([1] * (x.dim() - 1))), x, torch.zeros_like(x))
+                if not bool(finite.all()):  # the rare path: mask the modality, zero its input
+                    mask = mask.clone()
+                    mask[:, m] &= finite
+                    inputs[m] = torch.where(finite.view(-1, *([1] * (x.dim() - 1))), x, torch.zeros_like(x))
         image, audio, joint, action = inputs
         tokens = torch.stack(
             (self.vision(image), self.audio(audio, chunks), self.joint(joint), self.action(action)), 1

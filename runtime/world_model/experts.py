@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from runtime.world_model.layer import OMEGA_RANGE, RMSNorm
-from runtime.world_model.oscillators import energy, scan, stable_dt, step, step_matrices
+from runtime.world_model.oscillators import energy, kick_drift_kick, scan, stable_dt, step_matrices
 
 
 class HamiltonianExperts(nn.Module):
@@ -42,30 +42,29 @@ class HamiltonianExperts(nn.Module):
     def stiffness(self) -> torch.Tensor:
         return torch.exp(self.log_k)  # (E, D)
 
-    def route(self, u: torch.Tensor):
-        """u (N, d_model) -> top-k expert indices (N, k), their weights (N, k), all router probs (N, E)."""
+    def route(self, u: torch.Tensor, probs: bool = True):
+        """u (N, d_model) -> top-k expert indices (N, k), their weights (N, k), all router probs (N, E) (None
+        when `probs` is False: only the balance loss needs them)."""
         logits = self.router(u)
         top, idx = logits.topk(self.top_k, -1)
-        return idx, torch.softmax(top, -1), torch.softmax(logits, -1)
+        return idx, torch.softmax(top, -1), torch.softmax(logits, -1) if probs else None
 
-    def _maps(self, u: torch.Tensor, dt_eff: torch.Tensor, idx: torch.Tensor):
-        """A (N, E, D, 2, 2) and b (N, E, D, 2): chosen experts driven and selective, the others coast."""
+    def _drive(self, u: torch.Tensor, dt_eff: torch.Tensor, idx: torch.Tensor, k: torch.Tensor):
+        """Per expert and oscillator, the step dt and the force (N, E, D): the chosen experts driven and
+        selective, the others coasting undriven at dt_eff (clamped to the stable band)."""
         n = u.shape[0]
-        k, gamma = self.stiffness, F.softplus(self.raw_gamma)
-        dt = dt_eff[:, None, None].expand(n, self.experts, self.d_state).clone()
-        force = torch.zeros(n, self.experts, self.d_state, dtype=u.dtype, device=u.device)
-        rows = torch.arange(n, device=u.device)[:, None].expand_as(idx)
-        # only the chosen experts' projections: (N, k, D)
-        gate = torch.einsum("nm,nkmd->nkd", u, self.dt_w[idx]) + self.dt_b[idx]
-        dt[rows, idx] = dt_eff[:, None, None] * F.softplus(gate)
-        force[rows, idx] = torch.einsum("nm,nkmd->nkd", u, self.force[idx])
-        return step_matrices(stable_dt(dt, k), k, gamma, force)
+        rows = idx[..., None].expand(n, self.top_k, self.d_state)
+        x = u[:, None, None]  # (N, 1, 1, d_model): only the chosen experts' projections, (N, k, D)
+        gate = (x @ self.dt_w[idx]).squeeze(-2) + self.dt_b[idx]
+        coast = dt_eff[:, None, None].expand(n, self.experts, self.d_state)
+        dt = coast.scatter(1, rows, dt_eff[:, None, None] * F.softplus(gate))
+        force = u.new_zeros(n, self.experts, self.d_state).scatter(1, rows, (x @ self.force[idx]).squeeze(-2))
+        return stable_dt(dt, k), force
 
     def _output(self, u: torch.Tensor, x: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor):
         """u (N, d_model), x (N, E, D, 2): the chosen experts' readouts, weighted, residual, norm."""
-        rows = torch.arange(u.shape[0], device=u.device)[:, None].expand_as(idx)
-        chosen = x[rows, idx].flatten(-2)  # (N, k, 2D)
-        out = torch.einsum("nkf,nkfm->nkm", chosen, self.readout[idx])
+        chosen = x.gather(1, idx[..., None, None].expand(-1, -1, self.d_state, 2)).flatten(-2)  # (N, k, 2D)
+        out = (chosen.unsqueeze(-2) @ self.readout[idx]).squeeze(-2)
         return self.norm(u + (weight[..., None] * F.silu(out)).sum(1))
 
     def load_balance(self, idx: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
@@ -82,7 +81,9 @@ class HamiltonianExperts(nn.Module):
         b, t, _ = u.shape
         flat = u.reshape(b * t, -1)
         idx, weight, probs = self.route(flat)
-        a, bias = self._maps(flat, dt_eff.reshape(-1), idx)
+        k = self.stiffness
+        dt, force = self._drive(flat, dt_eff.reshape(-1), idx, k)
+        a, bias = step_matrices(dt, k, F.softplus(self.raw_gamma), force)
         a = a.reshape(b, t, self.experts * self.d_state, 2, 2)
         bias = bias.reshape(b, t, self.experts * self.d_state, 2)
         x0 = self.initial_state(b).to(u) if x0 is None else x0
@@ -92,9 +93,10 @@ class HamiltonianExperts(nn.Module):
 
     def step(self, u: torch.Tensor, dt_eff: torch.Tensor, x: torch.Tensor):
         """One tick: u (B, d_model), dt_eff (B,), x (B, E, D, 2) -> y (B, d_model), x, experts (B, k)."""
-        idx, weight, _ = self.route(u)
-        a, bias = self._maps(u, dt_eff, idx)
-        x = step(x, a, bias)
+        idx, weight, _ = self.route(u, probs=False)
+        k = self.stiffness
+        dt, force = self._drive(u, dt_eff, idx, k)
+        x = kick_drift_kick(x, dt, k, F.softplus(self.raw_gamma), force)
         return self._output(u, x, idx, weight), x, idx
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:

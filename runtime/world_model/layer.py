@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from runtime.world_model.oscillators import energy, scan, stable_dt, step, step_matrices
+from runtime.world_model.oscillators import energy, kick_drift_kick, scan, stable_dt, step_matrices
 
 OMEGA_RANGE = (0.5, 30.0)  # rad/s: periods from 12 s (a slow push) down to 0.2 s (an impact's ring-down)
 
@@ -50,11 +50,9 @@ class HamiltonianLayer(nn.Module):
     def stiffness(self) -> torch.Tensor:
         return torch.exp(self.log_k)
 
-    def _maps(self, u: torch.Tensor, dt_eff: torch.Tensor):
-        """u (..., d_model), dt_eff (...,) -> the step's A (..., D, 2, 2) and b (..., D, 2)."""
-        k = self.stiffness
-        dt = stable_dt(dt_eff.unsqueeze(-1) * F.softplus(self.dt_gate(u)), k)
-        return step_matrices(dt, k, F.softplus(self.raw_gamma), self.force(u))
+    def _drive(self, u: torch.Tensor, dt_eff: torch.Tensor):
+        """u (..., d_model), dt_eff (...,) -> each oscillator's step dt and force (..., D)."""
+        return stable_dt(dt_eff.unsqueeze(-1) * F.softplus(self.dt_gate(u)), self.stiffness), self.force(u)
 
     def _output(self, u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         gate, value = self.readout(x.flatten(-2)).chunk(2, -1)
@@ -65,15 +63,16 @@ class HamiltonianLayer(nn.Module):
 
     def forward(self, u: torch.Tensor, dt_eff: torch.Tensor, x0: torch.Tensor | None = None):
         """u (B, T, d_model), dt_eff (B, T) seconds -> (y (B, T, d_model), states (B, T, D, 2))."""
-        a, b = self._maps(u, dt_eff)
+        dt, force = self._drive(u, dt_eff)
+        a, b = step_matrices(dt, self.stiffness, F.softplus(self.raw_gamma), force)
         x0 = self.initial_state(u.shape[0]).to(u) if x0 is None else x0
         states = scan(x0, a, b)
         return self._output(u, states), states
 
     def step(self, u: torch.Tensor, dt_eff: torch.Tensor, x: torch.Tensor):
         """One tick: u (B, d_model), dt_eff (B,), x (B, D, 2) -> (y (B, d_model), x (B, D, 2))."""
-        a, b = self._maps(u, dt_eff)
-        x = step(x, a, b)
+        dt, force = self._drive(u, dt_eff)
+        x = kick_drift_kick(x, dt, self.stiffness, F.softplus(self.raw_gamma), force)
         return self._output(u, x), x
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:

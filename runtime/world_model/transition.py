@@ -12,6 +12,8 @@ momenta through B; damping gamma decays them. One step is kick-drift-kick leapfr
     p <- p + dt/2 (B a - grad V(q));  p <- exp(-gamma dt/2) p
 
 Undamped and undriven, it is symplectic and `-dt` undoes it exactly. Candidates are a batch dimension.
+`integrator="euler"` swaps leapfrog for explicit Euler on the same Hamiltonian (a baseline: neither
+symplectic nor reversible, its energy drifts).
 """
 
 import math
@@ -22,8 +24,13 @@ from torch.nn import functional as F
 
 
 class Transition(nn.Module):
-    def __init__(self, d_state: int, d_action: int, experts: int = 8, hidden: int = 32):
+    def __init__(
+        self, d_state: int, d_action: int, experts: int = 8, hidden: int = 32, integrator: str = "leapfrog"
+    ):
         super().__init__()
+        if integrator not in ("leapfrog", "euler"):
+            raise ValueError(f"`integrator` must be 'leapfrog' or 'euler', got {integrator!r}")
+        self.integrator = integrator
         self.d_state, self.d_action, self.experts = d_state, d_action, experts
         self.log_k = nn.Parameter(torch.zeros(d_state))  # k = 1 / s^2 to start
         self.raw_gamma = nn.Parameter(torch.full((d_state,), -2.0))
@@ -59,12 +66,20 @@ class Transition(nn.Module):
         dt = dt.unsqueeze(-1) if dt.dim() == 1 else dt
         h = dt / 2
         drive = 0.0 if action is None else action @ self.b.T
+        if self.integrator == "euler":
+            friction = F.softplus(self.raw_gamma) * p if damped else 0.0
+            return q + dt * p, p + dt * (drive - self.potential_grad(q, mix) - friction)
         decay = torch.exp(-F.softplus(self.raw_gamma) * h) if damped else 1.0
         p = decay * p
         p = p + h * (drive - self.potential_grad(q, mix))
         q = q + dt * p
         p = p + h * (drive - self.potential_grad(q, mix))
         return q, decay * p
+
+    def hessian_bound(self, mix: torch.Tensor) -> torch.Tensor:
+        """An upper bound on the largest eigenvalue of grad^2 V (|sech^2| <= 1), per mix row: omega_max^2."""
+        per_expert = (F.softplus(self.raw_a) * self.w.pow(2).sum(-1)).sum(-1)  # (E,)
+        return torch.exp(self.log_k).max() + (mix * per_expert).sum(-1)
 
     def rollout(self, q, p, actions, dt, mix):
         """Batched open-loop rollout: actions (N, T, A), dt (T,) seconds -> q, p (N, T, D) after each step."""

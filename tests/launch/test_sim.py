@@ -66,6 +66,13 @@ def test_sim_graph_runs_streams_at_native_rates_and_writes_video(tmp_path):
         assert abs(float(cells[3]) - nominal) <= 0.1 * nominal, rows[topic]
         assert cells[6] == "0", rows[topic]  # no sequence gaps
     assert {"sim.log", "expert.log", "actuator.log"} <= {p.name for p in (tmp_path / "logs").iterdir()}
+    # the brain runs the shipped world-model checkpoint on every tick and the dashboard reports it
+    text = " ".join(proc.stderr.split())  # the dashboard wraps long lines
+    assert "World model: step p50" in text, proc.stderr[-2000:]
+    line = text[text.rindex("World model: step p50") :][:300]
+    step_p50 = float(line.split("step p50 ")[1].split(" ms")[0])
+    assert 0 < step_p50 < 30, line
+    assert "ticks refused 0" in line, line
     cap = cv2.VideoCapture(str(video))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) >= 100  # ~30 fps for most of the 8 s
     ok, frame = cap.read()

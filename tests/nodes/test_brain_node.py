@@ -41,13 +41,14 @@ GRAPH = {
             "module": "nodes.brain",
             "rate_hz": 1000,
             "params": {
+                "world_model": "none",  # three streams: not the world model's four
                 "vsync": {
                     "streams": {
                         "cam/image": {"assemble": "nearest"},
                         "mic/audio": {"assemble": "concat"},
                         "arm/action": {"assemble": "hold"},
                     }
-                }
+                },
             },
             "publishes": {
                 "brain/tick": {"kind": "tick", "rate_hz": 30, "policy": "lossless"},

@@ -69,3 +69,14 @@ def test_audio_features_separate_a_tone_from_silence():
     assert (a - b).abs().max() > 1e-3
     bank = mel_filterbank()
     assert (bank.sum(0)[1:-1] > 0).all() and np.isfinite(bank).all()
+
+
+def test_log_mel_matches_torch_stft():
+    """The audio front end (framing and one DFT matmul, for speed per tick) computes the same centred,
+    Hann-windowed power spectrum on the mel bank as torch.stft does, to 1e-4 in log units."""
+    from runtime.world_model.encoders import HOP, N_FFT, AudioEncoder
+
+    signal = torch.randn(3, 960, generator=torch.Generator().manual_seed(0))
+    spec = torch.stft(signal, N_FFT, HOP, window=torch.hann_window(N_FFT), center=True, return_complex=True)
+    reference = torch.log(torch.tensor(mel_filterbank(), dtype=torch.float32) @ spec.abs().pow(2) + 1e-6)
+    assert torch.allclose(AudioEncoder(8, 6).log_mel(signal), reference, atol=1e-4)

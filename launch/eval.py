@@ -1,0 +1,138 @@
+"""Evaluate trained world models: `python -m launch.eval worldmodel --json results/eval-worldmodel.json`.
+
+Reads every model's checkpoint from `--checkpoints/<model>` (made by `python -m launch.train --model all`),
+fits each model's linear probes on training episodes and scores everything on held-out episodes
+(runtime/world_model/evaluation.py):
+- `probe_r2_ee`, `probe_r2_object`, `probe_r2_joint`: hssm's probe from the latent q, R^2;
+- `rollout_err_h{1,5,10,30}_<model>`: open-loop rollouts under the actions taken, decoded by that model's
+  probe (from its whole latent), mean Euclidean error of end-effector and cube positions, metres;
+- `energy_drift_leapfrog`, `energy_drift_euler`: 1,000 undriven, undamped transition steps (hssm's, and the
+  Euler model's), median relative |H_T - H_0| / |H_0|;
+- `scan_step_max_abs_err`: hssm, one held-out episode, parallel scan against tick-by-tick steps (fp32);
+- `dt_ablation_h{10,30}_<mode>`: hssm on held-out episodes with a third of the ticks lost (so tick spacing
+  jitters), dt_eff given as measured, phase (the mean period) or fixed (nominal).
+"""
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import tyro
+from rich.console import Console
+
+from runtime.benchmarks.report import Report
+from runtime.world_model import checkpoint
+from runtime.world_model import evaluation as ev
+from runtime.world_model.model import MODELS
+from runtime.world_model.training import Episodes
+
+TARGETS = {
+    "probe_r2_ee": (">=", 0.95),
+    "probe_r2_object": (">=", 0.9),
+    "rollout_h30_hssm_over_best_baseline": ("<=", 0.8),
+    "energy_drift_leapfrog": ("<=", 0.01),
+    "scan_step_max_abs_err": ("<=", 1e-5),
+}
+
+
+@dataclass
+class WorldModelEval:
+    """World models on held-out episodes: probes, rollouts in metres, energy drift, scan vs step, dt_eff."""
+
+    json: Path | None = None
+    """Write the report here."""
+    checkpoints: Path = Path("results/checkpoints")
+    """Directory holding one checkpoint per model (launch.train --model all)."""
+    train_data: Path = Path("data/train")
+    """Episodes the probes are fitted on (the first `probe_episodes`)."""
+    heldout: Path = Path("data/heldout")
+    """Held-out episodes everything is scored on (launch.collect --seed 100000 --out data/heldout)."""
+    probe_episodes: int = 60
+    stride: int = 4
+    """Ticks between rollout starts."""
+    drop: float = 1 / 3
+    """Share of ticks lost for the dt_eff ablation."""
+    seed: int = 0
+
+
+def run(cfg: WorldModelEval, console: Console) -> Report:
+    torch.set_num_threads(2)
+    models = {}
+    for name in MODELS:
+        try:
+            models[name] = checkpoint.load(cfg.checkpoints / name)
+        except checkpoint.CheckpointError as exc:
+            raise SystemExit(
+                f"launch.eval: {exc}\n  train them with `python -m launch.train --model all`"
+            ) from None
+    fit_eps = Episodes(cfg.train_data, cfg.probe_episodes).episodes
+    test_eps = Episodes(cfg.heldout).episodes
+    report = Report("eval-worldmodel", config={k: str(v) for k, v in vars(cfg).items()}, targets=TARGETS)
+    res, det = report.results, report.details
+    horizon = max(ev.HORIZONS)
+    for name, (model, manifest) in models.items():
+        window = manifest["train"]["window"]
+        fit, test = (
+            ev.starts(fit_eps, window, horizon, cfg.stride),
+            ev.starts(test_eps, window, horizon, cfg.stride),
+        )
+        z_fit, z_test = ev.beliefs(model, fit.batch), ev.beliefs(model, test.batch)
+        for q_only in (True, False):
+            probe = ev.Probe.fit(ev.features(model, z_fit, q_only), fit.truth_now)
+            scores = ev.r2(probe(ev.features(model, z_test, q_only)), test.truth_now)
+            for quantity, value in scores.items():
+                det[f"probe_r2_{quantity}_{name}_{'q' if q_only else 'z'}"] = value
+        errs = ev.rollout_errors(model, probe, test, z_test)
+        for h, e in errs.items():
+            res[f"rollout_err_h{h}_{name}"] = (e["ee"] + e["object"]) / 2
+            det[f"rollout_joint_rad_h{h}_{name}"] = e["joint"]
+        console.print(f"{name}: probe and rollouts on {len(z_test)} held-out starts")
+        if name == "hssm":
+            for quantity in ev.QUANTITIES:
+                res[f"probe_r2_{quantity}"] = det[f"probe_r2_{quantity}_hssm_q"]
+            res["energy_drift_leapfrog"] = ev.energy_drift(model, z_test)
+            res["scan_step_max_abs_err"] = ev.scan_step_error(model, test_eps[0])
+            _dt_ablation(model, probe, test_eps, window, cfg, res)
+        if name == "euler":
+            res["energy_drift_euler"] = ev.energy_drift(model, z_test)
+        # what "nothing moves" scores: the probe's reading of now, held for h ticks
+        for h in ev.HORIZONS:
+            still = ev.errors(probe(ev.features(model, z_test, False)), test.truth_after[:, h - 1])
+            det[f"hold_err_h{h}_{name}"] = (still["ee"] + still["object"]) / 2
+    best = min(res[f"rollout_err_h30_{m}"] for m in MODELS if m != "hssm")
+    res["rollout_h30_hssm_over_best_baseline"] = res["rollout_err_h30_hssm"] / best
+    return report
+
+
+def _dt_ablation(model, probe, episodes, window, cfg, res) -> None:
+    rng = np.random.default_rng(cfg.seed)
+    jittered = [ev.jitter_episode(e, rng, cfg.drop) for e in episodes]
+    s = ev.starts(jittered, window, max(ev.HORIZONS), cfg.stride)
+    true_dt = s.batch["dt_eff"]
+    for mode in ("measured", "phase", "fixed"):
+        s.batch["dt_eff"] = ev.dt_for_mode(true_dt.float(), mode).double()
+        z = ev.beliefs(model, s.batch)
+        errs = ev.rollout_errors(model, probe, s, z, ev.dt_for_mode(s.dt, mode))
+        for h in (10, 30):
+            res[f"dt_ablation_h{h}_{mode}"] = (errs[h]["ee"] + errs[h]["object"]) / 2
+    s.batch["dt_eff"] = true_dt
+
+
+COMMANDS = {"worldmodel": WorldModelEval}
+
+
+def main(argv: list[str] | None = None) -> int:
+    cmd = tyro.extras.subcommand_cli_from_dict(COMMANDS, args=argv, description=__doc__)
+    console = Console(stderr=True)
+    report = run(cmd, console)
+    report.print_table()
+    if cmd.json is not None:
+        report.write_json(cmd.json)
+        print(f"wrote {cmd.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

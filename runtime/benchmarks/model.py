@@ -1,0 +1,134 @@
+"""`python -m launch.bench model`: the world model's per-tick cost on this machine, batch 1.
+
+- `step_p50_ms` / `step_p99_ms`: one streaming tick through the shipped checkpoint (tick checks, encoders,
+  Hamiltonian backbone, head), 2 threads, inference mode;
+- `transformer_step_p50_ms_ctx{64,512,4096}`: the same tick through the Transformer baseline (same encoders,
+  same parameter count) with its key/value cache holding that many past ticks;
+- `ratio_ctx4096`: Transformer at 4096 ticks of context over hssm, both measured in this run;
+- `backbone_*`: the same without the encoders (the belief step alone), to show where the time goes;
+- `rss_growth_mb_10k_steps`: resident memory after 10,000 more hssm ticks minus before, and
+  `state_bytes` before and after (the state's size must not change).
+"""
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from runtime.benchmarks.report import Report
+from runtime.world_model import checkpoint
+from runtime.world_model.model import MAX_CHUNKS, WorldModel, WorldModelConfig, parameter_count
+
+TARGETS = {"step_p50_ms": ("<=", 2.0), "ratio_ctx4096": (">=", 10.0), "rss_growth_mb_10k_steps": ("<=", 1.0)}
+CONTEXTS = (64, 512, 4096)
+
+
+@dataclass
+class ModelBenchConfig:
+    checkpoint: Path | None = None
+    """World-model checkpoint (default: the shipped one)."""
+    steps: int = 2000
+    """Timed ticks per measurement (after 200 warm-up ticks)."""
+    threads: int = 2
+    memory_steps: int = 10_000
+    """Ticks between the two resident-memory readings."""
+    seed: int = 0
+
+
+def tick(rng: np.random.Generator, image_size: int = 64) -> dict[str, torch.Tensor]:
+    """One realistic tick, batch 1: a camera frame, 4 audio chunks, joints, the action in force."""
+    return {
+        "image": torch.from_numpy(rng.integers(0, 256, (1, image_size, image_size, 3), dtype=np.uint8)),
+        "audio": torch.from_numpy(rng.normal(0, 0.05, (1, MAX_CHUNKS, 160)).astype(np.float32)),
+        "audio_chunks": torch.tensor([4]),
+        "joint": torch.from_numpy(rng.normal(0, 0.5, (1, 10)).astype(np.float32)),
+        "action": torch.from_numpy(rng.normal(0, 0.5, (1, 5)).astype(np.float32)),
+        "mask": torch.ones(1, 4, dtype=torch.bool),
+        "dt_eff": torch.tensor([1 / 30]),
+    }
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+def state_bytes(state) -> int:
+    if isinstance(state, dict):
+        return sum(v.numel() * v.element_size() for v in state.values() if torch.is_tensor(v))
+    if isinstance(state, list):
+        return sum(x.numel() * x.element_size() for x in state)
+    return state.numel() * state.element_size()
+
+
+def _time(fn, steps: int) -> np.ndarray:
+    for _ in range(200):
+        fn()
+    out = np.empty(steps)
+    for i in range(steps):
+        t0 = time.perf_counter()
+        fn()
+        out[i] = time.perf_counter() - t0
+    return out * 1e3
+
+
+def run(cfg: ModelBenchConfig) -> Report:
+    torch.set_num_threads(cfg.threads)
+    rng = np.random.default_rng(cfg.seed)
+    report = Report("model", config={k: str(v) for k, v in vars(cfg).items()}, targets=TARGETS)
+    hssm, manifest = checkpoint.load(cfg.checkpoint or checkpoint.DEFAULT_CHECKPOINT)
+    x = tick(rng, hssm.cfg.image_size)
+    torch.manual_seed(cfg.seed)
+    transformer = WorldModel(WorldModelConfig(**{**hssm.cfg.to_dict(), "model": "transformer", "width": 0}))
+    transformer.eval()
+    results, details = report.results, report.details
+    with torch.inference_mode():
+        state = [hssm.initial_state(1)]
+
+        def hssm_step():
+            state[0], _, _ = hssm.step(state[0], x)
+
+        ms = _time(hssm_step, cfg.steps)
+        results["step_p50_ms"] = float(np.median(ms))
+        results["step_p99_ms"] = float(np.percentile(ms, 99))
+        u = hssm.encode({k: v[:, None] for k, v in x.items()})[:, 0]
+        dt = x["dt_eff"]
+        belief_state = [hssm.belief.initial_state(1)]
+
+        def hssm_belief():
+            _, belief_state[0], _ = hssm.belief.step(u, dt, belief_state[0])
+
+        details["backbone_step_p50_ms_hssm"] = float(np.median(_time(hssm_belief, cfg.steps)))
+        for ctx in CONTEXTS:
+            cache = transformer.belief.initial_state(1, ctx)
+            cache["k"].normal_()
+            cache["v"].normal_()
+            cache["seen"] = ctx  # full: every step attends over ctx ticks
+
+            def transformer_step(cache=cache):
+                transformer.step(cache, x)
+
+            def transformer_belief(cache=cache):
+                transformer.belief.step(u, dt, cache)
+
+            results[f"transformer_step_p50_ms_ctx{ctx}"] = float(
+                np.median(_time(transformer_step, cfg.steps))
+            )
+            details[f"backbone_step_p50_ms_transformer_ctx{ctx}"] = float(
+                np.median(_time(transformer_belief, cfg.steps))
+            )
+        results["ratio_ctx4096"] = results["transformer_step_p50_ms_ctx4096"] / results["step_p50_ms"]
+        details["backbone_ratio_ctx4096"] = (
+            details["backbone_step_p50_ms_transformer_ctx4096"] / details["backbone_step_p50_ms_hssm"]
+        )
+        before_bytes, before = state_bytes(state[0]), rss_mb()
+        for _ in range(cfg.memory_steps):
+            hssm_step()
+        results["rss_growth_mb_10k_steps"] = rss_mb() - before
+        details["state_bytes_before"], details["state_bytes_after"] = before_bytes, state_bytes(state[0])
+    details["parameters_hssm"] = parameter_count(hssm)
+    details["parameters_transformer"] = parameter_count(transformer)
+    details["checkpoint_command"] = manifest.get("command")
+    return report

@@ -1,0 +1,271 @@
+"""The world model: tick encoders, a belief over the tick stream, a latent phase-space state, a predictor.
+
+    u_t = encode(tick_t)                 (encoders.py: vision, audio, joints, action, mask embeddings)
+    y_t = belief(u_1..t, dt_eff)          (the Hamiltonian SSM backbone, or a baseline's GRU / Transformer)
+    z_t = (q_t, p_t) = head(y_t)          (the latent phase-space state that probes and planners read)
+    z_t+k ~ predictor(z_t, a_t+1..t+k, dt) (leapfrog on a learned Hamiltonian, or a baseline's predictor)
+
+Five models share the encoders, the head and the training objective, and differ in belief and predictor
+(`MODELS`): `hssm` (Hamiltonian experts + leapfrog), `euler` (the same, explicit Euler), `mlp_pred` (the same
+backbone, an MLP predictor), `gru` (GRU belief, GRU-cell prior: RSSM-like) and `transformer` (causal
+Transformer with a key/value cache, MLP predictor). A baseline's `width` is sized so that its parameter count
+matches hssm's (within 10 %), unless given.
+
+`step(state, tick)` is the streaming path: one tick in, the new belief state and z out, with the tick checked
+first (shapes, finite values; NaN inputs are masked) and dt_eff clamped into the band every layer can step
+stably (clamps are counted in `dt_clamped`).
+"""
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import torch
+from torch import nn
+
+from runtime.world_model.backbone import Backbone
+from runtime.world_model.baselines import GRUBelief, GRUPredictor, MLPPredictor, TransformerBelief
+from runtime.world_model.encoders import CHUNK, TickEncoder
+from runtime.world_model.oscillators import STABLE_OMEGA_DT
+from runtime.world_model.transition import Transition
+
+MODEL_VERSION = 1  # bump when a change makes old checkpoints unloadable
+MODELS = ("hssm", "euler", "mlp_pred", "gru", "transformer")
+TICK_S = 1 / 30  # the latent transition's time unit: one camera tick
+DT_MIN_S, DT_MAX_S = 1e-3, 0.25  # a tick shorter than 1 ms or longer than 250 ms is clamped (and counted)
+JOINT_DIM, ACTION_DIM, MAX_CHUNKS = 10, 5, 6
+
+
+@dataclass(frozen=True)
+class WorldModelConfig:
+    model: str = "hssm"
+    d_model: int = 64  # width of u_t and y_t
+    d_token: int = 32  # per-modality token
+    channels: tuple[int, ...] = (16, 32)  # vision conv widths, 64 -> 16 pixels
+    keypoints: int = 16  # spatial-softmax keypoints of the vision encoder
+    d_latent: int = 16  # q dimensions; z = (q, p) has twice that
+    layers: int = 2
+    experts: int = 8
+    top_k: int = 2
+    d_state: int = 16  # oscillators per expert
+    potential_hidden: int = 16  # units per expert potential of the transition
+    width: int = 0  # a baseline's size (GRU hidden, Transformer feed-forward, MLP hidden); 0 = match hssm
+    image_size: int = 64
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise ValueError(f"`model` must be one of {MODELS}, got {self.model!r}")
+        for name in ("d_model", "d_token", "d_latent", "layers", "experts", "d_state", "potential_hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}")
+        if not 1 <= self.top_k <= self.experts:
+            raise ValueError(f"`top_k` must be between 1 and `experts` ({self.experts}), got {self.top_k}")
+        if self.image_size % 2 ** len(self.channels):
+            raise ValueError(f"`image_size` must be divisible by {2 ** len(self.channels)}")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "channels": list(self.channels)}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "WorldModelConfig":
+        unknown = set(raw) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown world-model config fields: {sorted(unknown)}")
+        raw = dict(raw)
+        if "channels" in raw:
+            raw["channels"] = tuple(raw["channels"])
+        return cls(**raw)
+
+
+class HamiltonianBelief(nn.Module):
+    """The backbone behind the belief interface: aux carries layer energies and the load-balancing loss."""
+
+    def __init__(self, cfg: WorldModelConfig):
+        super().__init__()
+        self.backbone = Backbone(cfg.d_model, cfg.d_state, cfg.layers, cfg.experts, cfg.top_k)
+
+    def initial_state(self, batch: int):
+        return self.backbone.initial_state(batch)
+
+    def forward(self, u, dt_eff, state=None):
+        y, finals, energy, balance = self.backbone(u, dt_eff, state)
+        return y, finals, {"energy": energy, "balance": balance}
+
+    def step(self, u, dt_eff, state):
+        y, state, energy = self.backbone.step(u, dt_eff, state)
+        return y, state, {"energy": energy}
+
+    def max_stable_dt(self) -> float:
+        k = max(float(layer.stiffness.detach().max()) for layer in self.backbone.layers)
+        return STABLE_OMEGA_DT / math.sqrt(k)
+
+
+class LeapfrogPredictor(nn.Module):
+    """The Hamiltonian transition as a predictor on z = (q, p); the expert mix comes from z at the start of a
+    rollout and stays fixed along it.
+
+    The latent's clock runs in ticks (dt / TICK_S, about 1 per tick), so that q can move by its own scale in a
+    tick (q' = q + dt p with p of unit scale); in seconds a fast arm would need momenta 30 times the scale of
+    the positions. The base stiffness starts soft (omega 0.1 per tick: a 2 s period)."""
+
+    def __init__(self, cfg: WorldModelConfig, integrator: str):
+        super().__init__()
+        self.d_latent = cfg.d_latent
+        self.transition = Transition(cfg.d_latent, ACTION_DIM, cfg.experts, cfg.potential_hidden, integrator)
+        with torch.no_grad():
+            self.transition.log_k.fill_(2 * math.log(0.1))
+        self.router = nn.Linear(2 * cfg.d_latent, cfg.experts)
+
+    @staticmethod
+    def ticks(dt: torch.Tensor | float):
+        """Seconds -> the latent clock."""
+        return dt / TICK_S
+
+    def mix(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.router(z), -1)
+
+    def step(self, z, action, dt, mix=None):
+        mix = self.mix(z) if mix is None else mix
+        d = self.d_latent
+        q, p = self.transition.step(z[..., :d], z[..., d:], action, self.ticks(dt), mix)
+        return torch.cat((q, p), -1)
+
+    def energy(self, z, mix=None) -> torch.Tensor:
+        mix = self.mix(z) if mix is None else mix
+        return self.transition.energy(z[..., : self.d_latent], z[..., self.d_latent :], mix)
+
+
+class WorldModel(nn.Module):
+    def __init__(self, cfg: WorldModelConfig):
+        super().__init__()
+        if cfg.model != "hssm" and cfg.model != "euler" and cfg.width == 0:
+            cfg = replace(cfg, width=matched_width(cfg))
+        self.cfg = cfg
+        self.encoder = TickEncoder(
+            cfg.d_model, cfg.d_token, JOINT_DIM, ACTION_DIM, MAX_CHUNKS, cfg.channels, cfg.keypoints
+        )
+        if cfg.model in ("hssm", "euler", "mlp_pred"):
+            self.belief = HamiltonianBelief(cfg)
+        elif cfg.model == "gru":
+            self.belief = GRUBelief(cfg.d_model, cfg.width, cfg.layers)
+        else:
+            self.belief = TransformerBelief(cfg.d_model, cfg.width, cfg.layers)
+        self.head = nn.Linear(cfg.d_model, 2 * cfg.d_latent)
+        if cfg.model in ("hssm", "euler"):
+            self.predictor = LeapfrogPredictor(cfg, "leapfrog" if cfg.model == "hssm" else "euler")
+        elif cfg.model == "gru":
+            self.predictor = GRUPredictor(cfg.d_latent, ACTION_DIM)
+        else:
+            self.predictor = MLPPredictor(cfg.d_latent, ACTION_DIM, cfg.width)
+        self.dt_clamped = 0  # ticks whose dt_eff was outside the stable band
+        self._band = None
+
+    @property
+    def hamiltonian(self) -> bool:
+        return isinstance(self.predictor, LeapfrogPredictor)
+
+    # ---- dt and input checks -------------------------------------------------------------------------------
+    def dt_band(self) -> tuple[float, float]:
+        """dt_eff's allowed range: the upper end is where the stiffest backbone oscillator stays stable.
+        Cached between parameter updates (it costs a few tensor operations per tick otherwise)."""
+        key = self._stiffness_version()
+        if self._band is None or self._band[0] != key:
+            hi = DT_MAX_S
+            if isinstance(self.belief, HamiltonianBelief):
+                hi = min(hi, self.belief.max_stable_dt())
+            self._band = (key, (DT_MIN_S, hi))
+        return self._band[1]
+
+    def _stiffness_version(self):
+        if not isinstance(self.belief, HamiltonianBelief):
+            return None
+        return tuple((id(layer.log_k), layer.log_k._version) for layer in self.belief.backbone.layers)
+
+    def clamp_dt(self, dt_eff: torch.Tensor) -> torch.Tensor:
+        lo, hi = self.dt_band()
+        bad = ~((dt_eff >= lo) & (dt_eff <= hi))  # NaN counts as outside
+        if bool(bad.any()):
+            self.dt_clamped += int(bad.sum())
+            dt_eff = torch.nan_to_num(dt_eff, nan=1 / 30).clamp(lo, hi)
+        return dt_eff
+
+    # ---- sequences (training, evaluation) ------------------------------------------------------------------
+    def encode(self, batch: dict) -> torch.Tensor:
+        """Tick arrays (B, T, ...) -> u (B, T, d_model)."""
+        b, t = batch["joint"].shape[:2]
+        flat = {k: v.reshape(b * t, *v.shape[2:]) for k, v in batch.items() if k in TICK_FIELDS}
+        return self._encode(flat).view(b, t, -1)
+
+    def _encode(self, x: dict) -> torch.Tensor:
+        """Tick arrays (N, ...) -> u (N, d_model)."""
+        return self.encoder(x["image"], x["audio"], x["audio_chunks"], x["joint"], x["action"], x["mask"])
+
+    def forward(self, batch: dict, state=None):
+        """Tick arrays (B, T, ...) -> z (B, T, 2 d_latent), final belief state, aux (energy, balance)."""
+        u = self.encode(batch)
+        y, final, aux = self.belief(u, self.clamp_dt(batch["dt_eff"].float()), state)
+        return self.head(y), final, aux
+
+    def rollout(self, z0: torch.Tensor, actions: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+        """Open loop: z0 (N, 2D), actions (N, K, A), dt (N, K) seconds (negative: backwards) -> (N, K, 2D)."""
+        mix = self.predictor.mix(z0)
+        out, z = [], z0
+        for k in range(actions.shape[1]):
+            z = self.predictor.step(z, actions[:, k], dt[:, k], mix)
+            out.append(z)
+        return torch.stack(out, 1)
+
+    # ---- streaming -----------------------------------------------------------------------------------------
+    def initial_state(self, batch: int = 1):
+        return self.belief.initial_state(batch)
+
+    def step(self, state, tick: dict):
+        """One tick: tick arrays (B, ...) -> new state, z (B, 2D), aux (layer energies where there are)."""
+        check_tick(tick, self.cfg.image_size)
+        u = self._encode(tick)
+        y, state, aux = self.belief.step(u, self.clamp_dt(tick["dt_eff"].float()), state)
+        return state, self.head(y), aux
+
+
+TICK_FIELDS = ("image", "audio", "audio_chunks", "joint", "action", "mask", "dt_eff")
+
+
+def check_tick(tick: dict, image_size: int) -> None:
+    """Shapes before anything runs: a wrong one is a clear error naming the field, not a broadcast."""
+    missing = [k for k in TICK_FIELDS if k not in tick]
+    if missing:
+        raise ValueError(f"tick is missing {missing}")
+    b = tick["joint"].shape[0]
+    expect = {
+        "audio": (b, MAX_CHUNKS, CHUNK),
+        "audio_chunks": (b,),
+        "joint": (b, JOINT_DIM),
+        "action": (b, ACTION_DIM),
+        "mask": (b, 4),
+        "dt_eff": (b,),
+    }
+    for name, shape in expect.items():
+        if tuple(tick[name].shape) != shape:
+            raise ValueError(f"tick field `{name}` has shape {tuple(tick[name].shape)}, expected {shape}")
+    image = tick["image"]
+    if image.dim() != 4 or image.shape[0] != b or image.shape[-1] != 3:
+        raise ValueError(f"tick field `image` has shape {tuple(image.shape)}, expected ({b}, H, W, 3)")
+    if tick["mask"].dtype != torch.bool:
+        raise ValueError(f"tick field `mask` must be bool, got {tick['mask'].dtype}")
+
+
+def parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def matched_width(cfg: WorldModelConfig) -> int:
+    """The baseline width whose total parameter count is closest to hssm's with the same config."""
+    target = parameter_count(WorldModel(replace(cfg, model="hssm", width=0)))
+    best, best_gap = 1, math.inf
+    lo, hi = 1, 4096
+    while lo <= hi:  # parameter count grows with width: bisect
+        mid = (lo + hi) // 2
+        count = parameter_count(WorldModel(replace(cfg, width=mid)))
+        if abs(count - target) < best_gap:
+            best, best_gap = mid, abs(count - target)
+        lo, hi = (mid + 1, hi) if count < target else (lo, mid - 1)
+    return best

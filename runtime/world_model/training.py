@@ -1,0 +1,118 @@
+"""Training on collected episodes: random windows of ticks, AdamW, the JEPA objective, seeded throughout.
+
+Every model is trained by the same loop on the same windows in the same order (same seed), for the same
+number of steps: the baselines get exactly what the Hamiltonian model gets.
+"""
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from runtime.world_model.data import load_episode
+from runtime.world_model.model import TICK_FIELDS, WorldModel, WorldModelConfig
+from runtime.world_model.objective import ObjectiveConfig, jepa_loss
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 3000
+    batch: int = 8  # windows per step
+    window: int = 32  # ticks per window (about a second)
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup: int = 50
+    clip: float = 1.0
+    seed: int = 0
+    threads: int = 2
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+
+    def __post_init__(self):
+        for name in ("steps", "batch", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}")
+        if self.window <= self.objective.horizon:
+            raise ValueError(f"`window` ({self.window}) must exceed the horizon ({self.objective.horizon})")
+        if not self.lr > 0:
+            raise ValueError(f"`lr` must be > 0, got {self.lr}")
+
+    def summary(self) -> dict:
+        out = asdict(self)
+        out["objective"] = {k: v for k, v in out["objective"].items() if k != "anti_collapse"}
+        return out
+
+
+class Episodes:
+    """Every episode of a directory in memory (uint8 images: about 4 MB per 10 s episode)."""
+
+    def __init__(self, directory: Path, limit: int | None = None):
+        paths = sorted(Path(directory).glob("episode_*.npz"), key=lambda p: int(p.stem.split("_")[1]))
+        if not paths:
+            raise FileNotFoundError(
+                f"no episodes in {directory}; collect some with "
+                f"`python -m launch.collect --env manipulation --out {directory}`"
+            )
+        self.paths = paths[:limit]
+        self.episodes = [load_episode(p) for p in self.paths]
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def sample(self, rng: np.random.Generator, batch: int, window: int) -> dict[str, torch.Tensor]:
+        """`batch` random windows of `window` ticks, as tensors (B, T, ...)."""
+        usable = [i for i, e in enumerate(self.episodes) if len(e["dt_eff"]) >= window]
+        if not usable:
+            raise ValueError(f"no episode has {window} ticks")
+        picks = rng.choice(usable, batch)
+        out = {k: [] for k in TICK_FIELDS}
+        for i in picks:
+            e = self.episodes[i]
+            s = rng.integers(0, len(e["dt_eff"]) - window + 1)
+            for k in TICK_FIELDS:
+                out[k].append(e[k][s : s + window])
+        return {k: torch.from_numpy(np.stack(v)) for k, v in out.items()}
+
+
+def train(
+    model_cfg: WorldModelConfig,
+    cfg: TrainConfig,
+    episodes: Episodes,
+    progress: Callable[[int, dict], None] | None = None,
+) -> tuple[WorldModel, list[dict]]:
+    """Trains a fresh model; returns it with the per-step loss terms."""
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    model = WorldModel(model_cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.warmup, cfg.steps))
+    history = []
+    model.train()
+    for step in range(cfg.steps):
+        t0 = time.perf_counter()
+        batch = episodes.sample(rng, cfg.batch, cfg.window)
+        loss, terms = jepa_loss(model, batch, cfg.objective, generator)
+        if not math.isfinite(terms["total"]):
+            raise FloatingPointError(f"loss is not finite at step {step}: {terms}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        terms["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip))
+        opt.step()
+        schedule.step()
+        terms["step_s"] = time.perf_counter() - t0
+        history.append(terms)
+        if progress:
+            progress(step, terms)
+    return model.eval(), history
+
+
+def lr_factor(step: int, warmup: int, steps: int) -> float:
+    """Linear warm-up, then cosine decay to a tenth."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.1 + 0.45 * (1 + math.cos(math.pi * (step - warmup) / max(steps - warmup, 1)))

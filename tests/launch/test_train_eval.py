@@ -1,0 +1,155 @@
+"""Smoke tests of the world-model commands as a user runs them: collect -> train every model -> evaluate ->
+benchmark, on a few short episodes, in subprocesses; and the checkpoint they make refuses tampering."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EVAL_KEYS = {
+    "probe_r2_ee",
+    "probe_r2_object",
+    "energy_drift_leapfrog",
+    "energy_drift_euler",
+    "scan_step_max_abs_err",
+    *(f"rollout_err_h{h}_{m}" for h in (10, 30) for m in ("hssm", "gru", "transformer", "mlp_pred", "euler")),
+}
+MODEL_KEYS = {
+    "step_p50_ms",
+    "step_p99_ms",
+    "transformer_step_p50_ms_ctx64",
+    "transformer_step_p50_ms_ctx512",
+    "transformer_step_p50_ms_ctx4096",
+    "ratio_ctx4096",
+    "rss_growth_mb_10k_steps",
+}
+
+
+def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Four training and two held-out episodes of 2.5 s; every model trained for 3 steps."""
+    root = tmp_path_factory.mktemp("wm")
+    for out, seed, n in (("train", 0, 4), ("heldout", 100, 2)):
+        proc = run(
+            "launch.collect",
+            "--out",
+            str(root / out),
+            "--episodes",
+            str(n),
+            "--seed",
+            str(seed),
+            "--episode-seconds",
+            "2.5",
+        )
+        assert proc.returncode == 0, proc.stderr
+    proc = run(
+        "launch.train",
+        "--model",
+        "all",
+        "--data",
+        str(root / "train"),
+        "--out",
+        str(root / "ckpt"),
+        "--train.steps",
+        "3",
+        "--train.batch",
+        "2",
+        "--train.window",
+        "12",
+    )
+    assert proc.returncode == 0, proc.stderr
+    return root
+
+
+@pytest.mark.timeout(600)
+def test_train_writes_a_checkpoint_per_model_with_its_command(trained):
+    """`launch.train --model all` writes five checkpoints; each manifest records the exact command, the
+    training config, the data, the parameter count, and the SHA-256 of its weights."""
+    for name in ("hssm", "euler", "mlp_pred", "gru", "transformer"):
+        manifest = json.loads((trained / "ckpt" / name / "manifest.json").read_text())
+        assert manifest["config"]["model"] == name
+        assert manifest["command"].startswith("python -m launch.train --model all")
+        assert manifest["train"]["steps"] == 3 and manifest["data"]["episodes"] == 4
+        assert len(manifest["files"]["weights.pt"]) == 64
+
+
+@pytest.mark.timeout(600)
+def test_eval_and_bench_write_every_key_the_issue_names(trained, tmp_path):
+    """`launch.eval worldmodel` and `launch.bench model` write every named key, finite, with targets."""
+    out = tmp_path / "eval.json"
+    proc = run(
+        "launch.eval",
+        "worldmodel",
+        "--json",
+        str(out),
+        "--checkpoints",
+        str(trained / "ckpt"),
+        "--train-data",
+        str(trained / "train"),
+        "--heldout",
+        str(trained / "heldout"),
+        "--stride",
+        "8",
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert EVAL_KEYS <= set(report["results"])
+    assert all(math.isfinite(report["results"][k]) for k in EVAL_KEYS - {"energy_drift_euler"})
+    assert report["targets"]["probe_r2_ee"] == {"op": ">=", "value": 0.95}
+    out = tmp_path / "model.json"
+    proc = run(
+        "launch.bench",
+        "model",
+        "--checkpoint",
+        str(trained / "ckpt" / "hssm"),
+        "--steps",
+        "50",
+        "--memory-steps",
+        "200",
+        "--json",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert MODEL_KEYS <= set(report["results"])
+    assert report["details"]["state_bytes_before"] == report["details"]["state_bytes_after"]
+
+
+@pytest.mark.timeout(600)
+def test_tampered_checkpoint_is_refused_by_eval(trained, tmp_path):
+    """A checkpoint whose weights changed after training is refused, naming the file, and nothing runs."""
+    ckpt = tmp_path / "ckpt"
+    subprocess.run(["cp", "-r", str(trained / "ckpt"), str(ckpt)], check=True)
+    weights = ckpt / "gru" / "weights.pt"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    proc = run(
+        "launch.eval",
+        "worldmodel",
+        "--checkpoints",
+        str(ckpt),
+        "--train-data",
+        str(trained / "train"),
+        "--heldout",
+        str(trained / "heldout"),
+    )
+    assert proc.returncode != 0
+    assert "does not match its manifest" in proc.stderr and "gru" in proc.stderr
+
+
+def test_train_without_data_says_how_to_collect(tmp_path):
+    """No episodes: exit code 2 and the collect command to run, before any model is built."""
+    proc = run("launch.train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "ckpt"))
+    assert proc.returncode == 2
+    assert "launch.collect" in proc.stderr
