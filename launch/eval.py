@@ -46,12 +46,15 @@ class WorldModelEval:
     checkpoints: Path = Path("results/checkpoints")
     """Directory holding one checkpoint per model (launch.train --model all)."""
     train_data: Path = Path("data/train")
-    """Episodes the probes are fitted on (the first `probe_episodes`)."""
+    """Episodes the probes are fitted on."""
     heldout: Path = Path("data/heldout")
     """Held-out episodes everything is scored on (launch.collect --seed 100000 --out data/heldout)."""
-    probe_episodes: int = 60
+    probe_episodes: int | None = None
+    """Fit the probes on the first N training episodes (default: all; each has its own cube position)."""
+    fit_stride: int = 8
+    """Ticks between the windows the probes are fitted on."""
     stride: int = 4
-    """Ticks between rollout starts."""
+    """Ticks between held-out rollout starts."""
     drop: float = 1 / 3
     """Share of ticks lost for the dt_eff ablation."""
     seed: int = 0
@@ -74,12 +77,10 @@ def run(cfg: WorldModelEval, console: Console) -> Report:
     horizon = max(ev.HORIZONS)
     for name, (model, manifest) in models.items():
         window = manifest["train"]["window"]
-        fit, test = (
-            ev.starts(fit_eps, window, horizon, cfg.stride),
-            ev.starts(test_eps, window, horizon, cfg.stride),
-        )
+        fit = ev.starts(fit_eps, window, horizon, cfg.fit_stride)
+        test = ev.starts(test_eps, window, horizon, cfg.stride)
         z_fit, z_test = ev.beliefs(model, fit.batch), ev.beliefs(model, test.batch)
-        for q_only in (True, False):
+        for q_only in (True, False):  # from q (the issue's probe), and from all of z (the rollouts' decoder)
             probe = ev.Probe.fit(ev.features(model, z_fit, q_only), fit.truth_now)
             scores = ev.r2(probe(ev.features(model, z_test, q_only)), test.truth_now)
             for quantity, value in scores.items():

@@ -48,6 +48,7 @@ class Supervisor:
         log_dir: Path | None = None,
         params: dict[str, dict] | None = None,
         hung_after_s: float = 5.0,
+        start_grace_s: float = 30.0,
     ):
         self.graph = graph
         self._tmp = None
@@ -58,7 +59,10 @@ class Supervisor:
         self.run_dir = run_dir
         self.log_dir = log_dir or run_dir
         self.params = params or {}
-        self.hung_after_s = hung_after_s  # heartbeat silence that counts as hung (start-up imports take ~2 s)
+        self.hung_after_s = hung_after_s  # heartbeat silence that counts as hung, once a node has spoken
+        # before its first heartbeat a node may still be importing and loading (torch and a world model take
+        # several seconds on a busy 2-core machine): it gets this long
+        self.start_grace_s = start_grace_s
         self.nodes = {name: NodeProcess(name) for name in graph.nodes}
         endpoints = sorted({spec.endpoint(run_dir) for spec in graph.nodes.values() if spec.publishes})
         # Heartbeats only: a subscription to no topic still receives `_hb/` messages.
@@ -131,11 +135,12 @@ class Supervisor:
         return events
 
     def _hung(self, node: NodeProcess, now: float) -> bool:
-        if self.monitor is None or now - node.started_at < self.hung_after_s:
+        if self.monitor is None:
             return False
         live = self.monitor.liveness.get(node.name)
-        last = live.last_seen if live is not None else node.started_at
-        return now - max(last, node.started_at) > self.hung_after_s
+        if live is None or live.last_seen < node.started_at:  # not a word yet from this process
+            return now - node.started_at > self.start_grace_s
+        return now - live.last_seen > self.hung_after_s
 
     def stop(self, grace_s: float = 1.5) -> None:
         """SIGTERM everything, SIGKILL what is left after `grace_s`; returns when no node process remains."""

@@ -71,6 +71,7 @@ def jepa_loss(model, batch: dict, cfg: ObjectiveConfig, generator: torch.Generat
     collapse = cfg.anti_collapse.terms(z.reshape(-1, d), generator)
     terms.update(collapse)
     total = terms["predict"] + cfg.backward * terms["backward"]
+    total = total + sum(ANTI_COLLAPSE_WEIGHTS[name] * value for name, value in collapse.items())
     if model.hamiltonian:
         terms["conservation"] = conservation(model.predictor, z0, dt)
         terms["stability"] = stability(model.predictor, z0, dt, cfg.stability_margin)

@@ -20,7 +20,7 @@ from runtime.world_model.objective import ObjectiveConfig, jepa_loss
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 3000
+    steps: int = 2000
     batch: int = 8  # windows per step
     window: int = 32  # ticks per window (about a second)
     lr: float = 2e-3

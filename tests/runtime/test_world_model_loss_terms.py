@@ -1,0 +1,55 @@
+"""The JEPA loss is the weighted sum of the terms it logs: a term that is logged but left out of the total
+(or counted twice) trains a different model from the one the logs describe."""
+
+import numpy as np
+import pytest
+import torch
+
+from runtime.world_model.model import WorldModel, WorldModelConfig
+from runtime.world_model.objective import ANTI_COLLAPSE_WEIGHTS, ObjectiveConfig, jepa_loss
+
+SMALL = dict(d_model=32, d_token=16, d_latent=8, experts=4, d_state=8, channels=(4, 8), keypoints=4)
+
+
+def _batch(b=2, t=10, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "image": torch.from_numpy(rng.integers(0, 256, (b, t, 64, 64, 3), dtype=np.uint8)),
+        "audio": torch.from_numpy(rng.normal(0, 0.1, (b, t, 6, 160)).astype(np.float32)),
+        "audio_chunks": torch.from_numpy(rng.integers(0, 7, (b, t))),
+        "joint": torch.from_numpy(rng.normal(0, 1, (b, t, 10)).astype(np.float32)),
+        "action": torch.from_numpy(rng.normal(0, 1, (b, t, 5)).astype(np.float32)),
+        "mask": torch.ones(b, t, 4, dtype=torch.bool),
+        "dt_eff": torch.from_numpy(rng.uniform(0.03, 0.037, (b, t))),
+    }
+
+
+@pytest.mark.parametrize("name", ["hssm", "gru"])
+def test_total_is_the_weighted_sum_of_the_logged_terms(name):
+    """total = predict + w_b backward + sum_i w_i anti_collapse_i (+ conservation, stability, balance where
+    the model has them), with the config's weights; and every anti-collapse term moves the total."""
+    torch.manual_seed(0)
+    model = WorldModel(WorldModelConfig(model=name, **SMALL))
+    cfg = ObjectiveConfig()
+    _, terms = jepa_loss(model, _batch(), cfg)
+    expected = terms["predict"] + cfg.backward * terms["backward"]
+    expected += sum(w * terms[k] for k, w in ANTI_COLLAPSE_WEIGHTS.items())
+    expected += cfg.conservation * terms.get("conservation", 0.0) + cfg.stability * terms.get(
+        "stability", 0.0
+    )
+    expected += cfg.balance * terms.get("balance", 0.0)
+    assert terms["total"] == pytest.approx(expected, rel=1e-5)
+    assert ("conservation" in terms) == (name == "hssm")
+
+
+def test_an_exploding_latent_is_penalized():
+    """A latent blown up by a constant offset (the failure the energy budget and mean terms exist for) costs
+    far more than the same model's latent: the gradient sees it."""
+    torch.manual_seed(0)
+    model = WorldModel(WorldModelConfig(**SMALL))
+    batch = _batch()
+    _, base = jepa_loss(model, batch, ObjectiveConfig())
+    with torch.no_grad():
+        model.head.bias[0] += 100.0
+    _, blown = jepa_loss(model, batch, ObjectiveConfig())
+    assert blown["total"] > 100 * base["total"]
