@@ -45,8 +45,7 @@ def test_sequence_and_streaming_paths_agree(name):
 def test_baselines_match_the_parameter_count():
     """Every baseline is sized to within 10 % of the Hamiltonian model's parameter count (default config)."""
     counts = {name: parameter_count(WorldModel(WorldModelConfig(model=name))) for name in MODELS}
-    for name, count in counts.items():
-        assert abs(count - counts["hssm"]) <= 0.1 * counts["hssm"], counts
+    assert all(abs(count - counts["hssm"]) <= 0.1 * counts["hssm"] for count in counts.values()), counts
 
 
 def test_streaming_state_keeps_its_size():
