@@ -40,6 +40,7 @@ bench: setup
 	$(PY) -m launch.bench env --json $(BENCH_DIR)/bench-env.json
 	$(PY) -m launch.bench transport --json $(BENCH_DIR)/bench-transport.json
 	$(PY) -m launch.bench vsync --json $(BENCH_DIR)/bench-vsync.json
+	$(PY) -m launch.bench model --json $(BENCH_DIR)/bench-model.json
 
 lint: setup
 	$(PY) -m ruff check .
