@@ -16,13 +16,14 @@ except Exception as exc:  # e.g. MUJOCO_GL=osmesa without libOSMesa fails inside
     ) from exc
 import gymnasium  # noqa: E402
 
-ENV_IDS = {"reach": "Manipulation-Reach-v0", "push": "Manipulation-Push-v0"}
+ENV_IDS = {"reach": "Manipulation-Reach-v1", "push": "Manipulation-Push-v1"}  # what `make` builds
+ENTRY_POINTS = {"v0": "envs.manipulation_v0:ManipulationEnv", "v1": "envs.manipulation_v1:ManipulationEnvV1"}
 
-for _task, _env_id in ENV_IDS.items():
-    if _env_id not in gymnasium.registry:
-        gymnasium.register(
-            _env_id, entry_point="envs.manipulation_v0:ManipulationEnv", kwargs={"task": _task}
-        )
+for _version, _entry in ENTRY_POINTS.items():
+    for _task in ("reach", "push"):
+        _env_id = f"Manipulation-{_task.capitalize()}-{_version}"
+        if _env_id not in gymnasium.registry:
+            gymnasium.register(_env_id, entry_point=_entry, kwargs={"task": _task})
 
 
 def check_name(env: str, task: str | None = None) -> None:

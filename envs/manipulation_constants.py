@@ -14,7 +14,8 @@ WRIST_SITE = "wrist"
 CUBE_BODY = "cube"
 CUBE_JOINT = "cube"
 GOAL_BODY = "goal"
-CAMERA = "front"
+CAMERA = "front"  # v0's policy camera, and what render() shows people
+WORKSPACE_CAMERA = "workspace"  # v1's policy camera
 
 PHYSICS_DT_S = 0.002  # must match <option timestep>; 500 Hz physics
 FINGER_CLOSED_M = 0.029  # slide travel of each finger from open to touching

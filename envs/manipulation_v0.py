@@ -39,7 +39,8 @@ class ManipulationEnv(gym.Env):
     shape or with NaN/inf raise `ValueError` before anything is changed.
 
     Observation space (`Dict`):
-        image   (S, S, 3) uint8    RGB from the fixed `front` camera (S = `image_size`, default 64);
+        image   (S, S, 3) uint8    RGB from the fixed policy camera, `front` unless `camera` names another
+                                   camera of the scene (S = `image_size`, default 64);
                                    absent when `observe_image=False`.
         joint   (10,) float32      positions then velocities of the 4 arm joints and the gripper opening
                                    (gap between the finger pads, m: 0 closed, 0.058 open).
@@ -78,6 +79,7 @@ class ManipulationEnv(gym.Env):
         max_delta_rad: float = 0.15,  # per control step: 1.5 rad/s at 10 Hz, well under the servos' reach
         episode_seconds: float | None = None,
         render_size: tuple[int, int] = (480, 640),  # (height, width) of render(), for people, not policies
+        camera: str = C.CAMERA,  # the policy camera (observation "image")
     ):
         if task not in TASKS:
             raise ValueError(f"`task` must be one of {TASKS}, got {task!r}")
@@ -111,6 +113,9 @@ class ManipulationEnv(gym.Env):
         self.metadata = {**self.metadata, "render_fps": self.control_hz}
 
         self.model = mujoco.MjModel.from_xml_path(str(C.XML_PATH))
+        cameras = [self.model.camera(i).name for i in range(self.model.ncam)]
+        if camera not in cameras:
+            raise ValueError(f"`camera` must be one of the scene's cameras {cameras}, got {camera!r}")
         self.data = mujoco.MjData(self.model)
         self.n_substeps = int(round(period_s / self.model.opt.timestep))
         m = self.model
@@ -131,7 +136,7 @@ class ManipulationEnv(gym.Env):
         self.microphone = ContactMicrophone(m, self.data, C.TOUCH_MATERIALS) if audio else None
         self.image_size = image_size
         self.observe_image = observe_image
-        self._camera = CameraRenderer(m, C.CAMERA, image_size, image_size) if observe_image else None
+        self._camera = CameraRenderer(m, camera, image_size, image_size) if observe_image else None
         self._render_size = render_size
         self._viewer_camera: CameraRenderer | None = None
 

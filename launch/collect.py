@@ -18,6 +18,7 @@ import tyro
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+import envs
 from runtime.world_model.data import CollectConfig, collect_episode, load_episode, save_episode
 
 
@@ -69,6 +70,7 @@ def main(args: CollectArgs) -> int:
             progress.advance(bar)
     manifest = {
         "command": "launch.collect",
+        "env_id": envs.ENV_IDS[args.task],  # episodes of another env version must not be mixed with these
         "config": {**asdict(args), "out": str(args.out)},
         "episodes": episodes,
     }

@@ -1,5 +1,5 @@
-"""ManipulationEnv (Manipulation-Reach-v0 / Manipulation-Push-v0): API contract, determinism, audio timing,
-action handling, rewards and rendering."""
+"""ManipulationEnv through `envs.ENV_IDS` (Manipulation-Reach-v1 / Manipulation-Push-v1: v0 with another
+policy camera): API contract, determinism, audio timing, action handling, rewards and rendering."""
 
 import math
 import warnings
