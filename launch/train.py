@@ -4,7 +4,7 @@ Trains the Hamiltonian SSM world model (or a baseline, or all five with `--model
 windows in the same order for the same number of steps) on `--data`, with a progress bar showing the JEPA
 loss terms, and writes a checkpoint per model to `--out/<model>`: weights, config, training summary, the
 exact command, and SHA-256 of the weights (see runtime/world_model/checkpoint.py). The default configuration
-trains hssm in about 6 minutes on 2 CPU cores.
+trains hssm in about 6 minutes on one CPU core (2,000 steps).
 
 Data first: `python -m launch.collect --env manipulation --episodes 160 --out data/train`.
 """

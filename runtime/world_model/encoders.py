@@ -133,7 +133,12 @@ class TickEncoder(nn.Module):
         self.fuse = nn.Linear(4 * d_token, d_model)
 
     def forward(self, image, audio, chunks, joint, action, mask):
-        """image (B, S, S, 3); audio (B, C, 160); chunks (B,); joint (B, 10); action (B, 5); mask (B, 4) bool.
+        """image (B, S, S, 3); audio (B, C, 160); chunks (B,); joint (B, 10); action (B, 5); mask (B, 4) bool
+        -> u (B, d_model)."""
+        return self.fuse(self.tokens(image, audio, chunks, joint, action, mask).flatten(1))
+
+    def tokens(self, image, audio, chunks, joint, action, mask):
+        """The per-modality tokens (B, 4, d_token), masked ones replaced by their mask embeddings.
 
         A modality whose input is not finite is masked too (and its input zeroed), so no NaN gets through."""
         image = image.float() if image.dtype != torch.uint8 else image
@@ -149,5 +154,4 @@ class TickEncoder(nn.Module):
         tokens = torch.stack(
             (self.vision(image), self.audio(audio, chunks), self.joint(joint), self.action(action)), 1
         )  # (B, 4, d_token)
-        tokens = torch.where(mask[..., None], tokens, self.mask_tokens.expand_as(tokens))
-        return self.fuse(tokens.flatten(1))
+        return torch.where(mask[..., None], tokens, self.mask_tokens.expand_as(tokens))

@@ -2,7 +2,7 @@
 
     u_t = encode(tick_t)                 (encoders.py: vision, audio, joints, action, mask embeddings)
     y_t = belief(u_1..t, dt_eff)          (the Hamiltonian SSM backbone, or a baseline's GRU / Transformer)
-    z_t = (q_t, p_t) = head(y_t)          (the latent phase-space state that probes and planners read)
+    z_t = (q_t, p_t) = head(u_t, y_t)     (the latent phase-space state that probes and planners read)
     z_t+k ~ predictor(z_t, a_t+1..t+k, dt) (leapfrog on a learned Hamiltonian, or a baseline's predictor)
 
 Five models share the encoders, the head and the training objective, and differ in belief and predictor
@@ -28,11 +28,18 @@ from runtime.world_model.encoders import CHUNK, TickEncoder
 from runtime.world_model.oscillators import STABLE_OMEGA_DT
 from runtime.world_model.transition import Transition
 
-MODEL_VERSION = 1  # bump when a change makes old checkpoints unloadable
+MODEL_VERSION = 2  # bump when a change makes old checkpoints unloadable
 MODELS = ("hssm", "euler", "mlp_pred", "gru", "transformer")
+HEAD_INPUTS = ("both", "belief", "split")
 TICK_S = 1 / 30  # the latent transition's time unit: one camera tick
 DT_MIN_S, DT_MAX_S = 1e-3, 0.25  # a tick shorter than 1 ms or longer than 250 ms is clamped (and counted)
 JOINT_DIM, ACTION_DIM, MAX_CHUNKS = 10, 5, 6
+# The latent transition starts as a critically damped servo (damping ratio gamma / 2 omega = 1, 95 % settled
+# after about 16 ticks, 0.5 s): under a held action (a joint target, pushing as a constant force) q goes to a
+# nearby equilibrium instead of swinging for a 2 s period, as it did from omega 0.1 and little damping. A
+# stiffer start (omega 0.5) predicted better at first but left leapfrog's energy error at omega * dt = 0.5
+# above 1 % (it grows as (omega dt)^2), and lost the cube from q.
+INIT_OMEGA_PER_TICK, INIT_GAMMA_PER_TICK = 0.3, 0.6
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ class WorldModelConfig:
     potential_hidden: int = 16  # units per expert potential of the transition
     width: int = 0  # a baseline's size (GRU hidden, Transformer feed-forward, MLP hidden); 0 = match hssm
     image_size: int = 64
+    head_input: str = "split"  # q from u_t, p from [u_t, y_t]; or z from "both" or from y_t ("belief")
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -59,6 +67,8 @@ class WorldModelConfig:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}")
         if not 1 <= self.top_k <= self.experts:
             raise ValueError(f"`top_k` must be between 1 and `experts` ({self.experts}), got {self.top_k}")
+        if self.head_input not in HEAD_INPUTS:
+            raise ValueError(f"`head_input` must be one of {HEAD_INPUTS}, got {self.head_input!r}")
         if self.image_size % 2 ** len(self.channels):
             raise ValueError(f"`image_size` must be divisible by {2 ** len(self.channels)}")
 
@@ -105,14 +115,15 @@ class LeapfrogPredictor(nn.Module):
 
     The latent's clock runs in ticks (dt / TICK_S, about 1 per tick), so that q can move by its own scale in a
     tick (q' = q + dt p with p of unit scale); in seconds a fast arm would need momenta 30 times the scale of
-    the positions. The base stiffness starts soft (omega 0.1 per tick: a 2 s period)."""
+    the positions. The base starts as a critically damped servo (INIT_OMEGA_PER_TICK, INIT_GAMMA_PER_TICK)."""
 
     def __init__(self, cfg: WorldModelConfig, integrator: str):
         super().__init__()
         self.d_latent = cfg.d_latent
         self.transition = Transition(cfg.d_latent, ACTION_DIM, cfg.experts, cfg.potential_hidden, integrator)
         with torch.no_grad():
-            self.transition.log_k.fill_(2 * math.log(0.1))
+            self.transition.log_k.fill_(2 * math.log(INIT_OMEGA_PER_TICK))
+            self.transition.raw_gamma.fill_(math.log(math.expm1(INIT_GAMMA_PER_TICK)))
         self.router = nn.Linear(2 * cfg.d_latent, cfg.experts)
 
     @staticmethod
@@ -149,13 +160,18 @@ class WorldModel(nn.Module):
             self.belief = GRUBelief(cfg.d_model, cfg.width, cfg.layers)
         else:
             self.belief = TransformerBelief(cfg.d_model, cfg.width, cfg.layers)
-        self.head = nn.Linear(cfg.d_model, 2 * cfg.d_latent)
+        if cfg.head_input == "split":
+            self.head = nn.Linear(cfg.d_model, cfg.d_latent)
+            self.head_p = nn.Linear(2 * cfg.d_model, cfg.d_latent)
+        else:
+            self.head = nn.Linear(cfg.d_model * (2 if cfg.head_input == "both" else 1), 2 * cfg.d_latent)
         if cfg.model in ("hssm", "euler"):
             self.predictor = LeapfrogPredictor(cfg, "leapfrog" if cfg.model == "hssm" else "euler")
         elif cfg.model == "gru":
             self.predictor = GRUPredictor(cfg.d_latent, ACTION_DIM)
         else:
             self.predictor = MLPPredictor(cfg.d_latent, ACTION_DIM, cfg.width)
+        self.token_readout = nn.Linear(cfg.d_latent, 2 * cfg.d_token)  # q -> camera and joint tokens (JEPA)
         self.dt_clamped = 0  # ticks whose dt_eff was outside the stable band
         self._band = None
 
@@ -199,11 +215,30 @@ class WorldModel(nn.Module):
         """Tick arrays (N, ...) -> u (N, d_model)."""
         return self.encoder(x["image"], x["audio"], x["audio_chunks"], x["joint"], x["action"], x["mask"])
 
+    def tokens(self, batch: dict) -> torch.Tensor:
+        """Tick arrays (B, T, ...) -> the per-modality tokens (B, T, 4, d_token) that u is fused from."""
+        b, t = batch["joint"].shape[:2]
+        x = {k: v.reshape(b * t, *v.shape[2:]) for k, v in batch.items() if k in TICK_FIELDS}
+        out = self.encoder.tokens(
+            x["image"], x["audio"], x["audio_chunks"], x["joint"], x["action"], x["mask"]
+        )
+        return out.view(b, t, *out.shape[1:])
+
     def forward(self, batch: dict, state=None):
-        """Tick arrays (B, T, ...) -> z (B, T, 2 d_latent), final belief state, aux (energy, balance)."""
-        u = self.encode(batch)
+        """Tick arrays (B, T, ...) -> z (B, T, 2 d_latent), final belief state, aux (energy, balance, and the
+        modality tokens for the objective's per-modality terms)."""
+        tokens = self.tokens(batch)
+        u = self.encoder.fuse(tokens.flatten(2))
         y, final, aux = self.belief(u, self.clamp_dt(batch["dt_eff"].float()), state)
-        return self.head(y), final, aux
+        return self.latent(u, y), final, {**aux, "tokens": tokens}
+
+    def latent(self, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """z from u_t (the tick's encoding) and y_t (the belief), by `head_input`. The default "split" reads q
+        from u_t alone, so what the sensors give now cannot be lost on the way through the backbone (from y
+        alone, probes found a third of the joint information gone), and p from both."""
+        if self.cfg.head_input == "split":
+            return torch.cat((self.head(u), self.head_p(torch.cat((u, y), -1))), -1)
+        return self.head(torch.cat((u, y), -1) if self.cfg.head_input == "both" else y)
 
     def rollout(self, z0: torch.Tensor, actions: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
         """Open loop: z0 (N, 2D), actions (N, K, A), dt (N, K) seconds (negative: backwards) -> (N, K, 2D)."""
@@ -223,7 +258,7 @@ class WorldModel(nn.Module):
         check_tick(tick, self.cfg.image_size)
         u = self._encode(tick)
         y, state, aux = self.belief.step(u, self.clamp_dt(tick["dt_eff"].float()), state)
-        return state, self.head(y), aux
+        return state, self.latent(u, y), aux
 
 
 TICK_FIELDS = ("image", "audio", "audio_chunks", "joint", "action", "mask", "dt_eff")

@@ -4,6 +4,7 @@ Every model is trained by the same loop on the same windows in the same order (s
 number of steps: the baselines get exactly what the Hamiltonian model gets.
 """
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -67,7 +68,9 @@ class Episodes:
         usable = [i for i, e in enumerate(self.episodes) if len(e["dt_eff"]) >= window]
         if not usable:
             raise ValueError(f"no episode has {window} ticks")
-        picks = rng.choice(usable, batch)
+        # Distinct episodes while there are enough: the scene-contrast term takes windows of one batch for
+        # different scenes.
+        picks = rng.choice(usable, batch, replace=len(usable) < batch)
         out = {k: [] for k in TICK_FIELDS}
         for i in picks:
             e = self.episodes[i]
@@ -89,6 +92,7 @@ def train(
     rng = np.random.default_rng(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     model = WorldModel(model_cfg)
+    target = ema_copy(model) if cfg.objective.target_ema else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.warmup, cfg.steps))
     history = []
@@ -96,7 +100,7 @@ def train(
     for step in range(cfg.steps):
         t0 = time.perf_counter()
         batch = episodes.sample(rng, cfg.batch, cfg.window)
-        loss, terms = jepa_loss(model, batch, cfg.objective, generator)
+        loss, terms = jepa_loss(model, batch, cfg.objective, generator, target)
         if not math.isfinite(terms["total"]):
             raise FloatingPointError(f"loss is not finite at step {step}: {terms}")
         opt.zero_grad(set_to_none=True)
@@ -104,11 +108,26 @@ def train(
         terms["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip))
         opt.step()
         schedule.step()
+        if target is not None:
+            ema_update(target, model, cfg.objective.target_ema)
         terms["step_s"] = time.perf_counter() - t0
         history.append(terms)
         if progress:
             progress(step, terms)
     return model.eval(), history
+
+
+def ema_copy(model: WorldModel) -> WorldModel:
+    target = copy.deepcopy(model)
+    target.requires_grad_(False)
+    return target
+
+
+@torch.no_grad()
+def ema_update(target: WorldModel, model: WorldModel, decay: float) -> None:
+    """target <- decay * target + (1 - decay) * model, parameter by parameter (BYOL, V-JEPA)."""
+    for t, p in zip(target.parameters(), model.parameters(), strict=True):
+        t.lerp_(p, 1.0 - decay)
 
 
 def lr_factor(step: int, warmup: int, steps: int) -> float:

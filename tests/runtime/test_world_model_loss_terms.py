@@ -30,7 +30,7 @@ def test_total_is_the_weighted_sum_of_the_logged_terms(name):
     the model has them), with the config's weights; and every anti-collapse term moves the total."""
     torch.manual_seed(0)
     model = WorldModel(WorldModelConfig(model=name, **SMALL))
-    cfg = ObjectiveConfig()
+    cfg = ObjectiveConfig(token_predict=0.0, scene_contrast=0.0)  # the optional terms: the test below
     _, terms = jepa_loss(model, _batch(), cfg)
     expected = terms["predict"] + cfg.backward * terms["backward"]
     expected += sum(w * terms[k] for k, w in ANTI_COLLAPSE_WEIGHTS.items())
@@ -40,6 +40,35 @@ def test_total_is_the_weighted_sum_of_the_logged_terms(name):
     expected += cfg.balance * terms.get("balance", 0.0)
     assert terms["total"] == pytest.approx(expected, rel=1e-5)
     assert ("conservation" in terms) == (name == "hssm")
+
+
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_optional_terms_enter_the_total_with_their_weights(ema):
+    """With the decorrelation, token-prediction and scene-contrast terms switched on (with or without an EMA
+    target), each is logged and the total moves by exactly its weight times its value."""
+    from runtime.world_model.training import ema_copy
+
+    torch.manual_seed(0)
+    model = WorldModel(WorldModelConfig(**SMALL))
+    target = ema_copy(model) if ema else None
+    if target is not None:  # a target that differs from the online model, so using it shows
+        with torch.no_grad():
+            target.head.bias.add_(0.5)
+    batch = _batch()
+    optional = {"covariance": 0.7, "token_predict": 2.0, "scene_contrast": 0.3}
+    assert ObjectiveConfig().covariance == 0.0  # the defaults have the other two on
+    none = {k: 0.0 for k in optional}
+    _, off = jepa_loss(model, batch, ObjectiveConfig(target_ema=ema, **none), target_model=target)
+    _, on = jepa_loss(model, batch, ObjectiveConfig(target_ema=ema, **optional), target_model=target)
+    assert not set(optional) & set(off)
+    with pytest.raises(ValueError, match="EMA target"):
+        jepa_loss(model, batch, ObjectiveConfig(target_ema=0.5))
+    added = sum(w * on[k] for k, w in optional.items())
+    assert all(on[k] > 0 for k in optional)
+    assert on["total"] == pytest.approx(off["total"] + added, rel=1e-5)
+    if target is not None:
+        _, online = jepa_loss(model, batch, ObjectiveConfig(**optional))
+        assert online["predict"] != pytest.approx(on["predict"], rel=1e-3)
 
 
 def test_an_exploding_latent_is_penalized():

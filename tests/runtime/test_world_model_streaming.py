@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.world_model.model import MODELS, WorldModel, WorldModelConfig, parameter_count
+from runtime.world_model.model import HEAD_INPUTS, MODELS, WorldModel, WorldModelConfig, parameter_count
 
 SMALL = dict(d_model=32, d_token=16, d_latent=8, experts=4, d_state=8, channels=(4, 8), keypoints=4)
 
@@ -40,6 +40,34 @@ def test_sequence_and_streaming_paths_agree(name):
         for t in range(batch["joint"].shape[1]):
             state, z, _ = model.step(state, {k: v[:, t] for k, v in batch.items()})
             assert torch.allclose(z, z_seq[:, t], atol=1e-5), (name, t, (z - z_seq[:, t]).abs().max())
+
+
+@pytest.mark.parametrize("head_input", HEAD_INPUTS)
+def test_every_head_reads_the_same_in_both_paths(head_input):
+    """Whichever input the latent head reads (the tick's encoding, the belief, or q from the one and p from
+    both), sequence and streaming paths give the same z."""
+    model, batch = _model(head_input=head_input), _batch()
+    with torch.no_grad():
+        z_seq, _, _ = model(batch)
+        state = model.initial_state(2)
+        for t in range(batch["joint"].shape[1]):
+            state, z, _ = model.step(state, {k: v[:, t] for k, v in batch.items()})
+            assert torch.allclose(z, z_seq[:, t], atol=1e-5), (head_input, t)
+
+
+def test_split_head_q_depends_on_the_tick_alone():
+    """With the split head, q_t is a function of tick t's encoding only: the same tick after different
+    histories gives the same q (and a different p)."""
+    model, batch = _model(head_input="split"), _batch(b=1, t=6)
+    d = model.cfg.d_latent
+    other = _batch(b=1, t=6, seed=1)
+    for k in batch:  # same last tick, different history
+        other[k][:, -1] = batch[k][:, -1]
+    with torch.no_grad():
+        z_a, _, _ = model(batch)
+        z_b, _, _ = model(other)
+    torch.testing.assert_close(z_a[:, -1, :d], z_b[:, -1, :d])
+    assert not torch.allclose(z_a[:, -1, d:], z_b[:, -1, d:])
 
 
 def test_baselines_match_the_parameter_count():
