@@ -11,6 +11,7 @@ Ctrl-C stops every process within 2 s and prints the summary.
 
 import importlib
 import logging
+import signal
 import sys
 import time
 from collections import defaultdict, deque
@@ -26,6 +27,7 @@ from rich.table import Table
 
 import envs
 from runtime.graph import Graph, GraphError, load_graph
+from runtime.signals import StopFlag
 from runtime.supervisor import Supervisor
 from runtime.transport import Policy, Subscriber
 from runtime.video import VideoWriter
@@ -261,11 +263,15 @@ def main(cfg: SimConfig, graph: Graph, params: dict) -> int:
     )
     t0 = time.monotonic()
     video = None
+    # Ctrl-C sets a flag the loop checks, instead of a KeyboardInterrupt landing wherever the main thread is
+    # (inside rich's or ZeroMQ's locks, or a node's start), which can leave them in a state that blocks exit.
+    stop = StopFlag()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         supervisor.start()
         next_watch = 0.0
         with Live(console=console, refresh_per_second=4, transient=False) as live:
-            while cfg.seconds is None or time.monotonic() - t0 < cfg.seconds:
+            while not stop and (cfg.seconds is None or time.monotonic() - t0 < cfg.seconds):
                 monitor.poll(0.02)
                 now = time.monotonic()
                 if now >= next_watch:
@@ -282,12 +288,14 @@ def main(cfg: SimConfig, graph: Graph, params: dict) -> int:
                     monitor.frames.clear()
                 else:
                     monitor.frames.clear()
-    except KeyboardInterrupt:
-        console.print("stopped by Ctrl-C")
     finally:
+        if stop:
+            console.print(f"stopped by {stop.signal}")
         t_stop = time.monotonic()
         monitor.close()
         supervisor.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
         console.print(f"stopped {len(graph.nodes)} nodes in {time.monotonic() - t_stop:.2f} s")
         if video is not None:
             video.close()
