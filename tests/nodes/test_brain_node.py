@@ -65,8 +65,8 @@ def test_brain_ticks_are_coherent_across_three_jittery_publishers(tmp_path):
     """Camera 30 Hz, audio 100 Hz and actions 10 Hz from three processes, stamps jittered by up to 20 % of a
     period: the brain's ticks come at 30 Hz, in order, with every stream valid once running, about 3.3 audio
     chunks and at most one frame per tick, the action held with an age under its period (99 % of ticks; under
-    two periods on all), `measured` dt_eff
-    near 33 ms, and the scheduler tracking each stream's rate within 1 %."""
+    two periods on all), `measured` dt_eff near 33 ms, and the scheduler tracking each stream's rate within
+    1 %."""
     (tmp_path / "g.yaml").write_text(yaml.safe_dump(GRAPH, sort_keys=False))  # stream order: the ticks
     graph = load_graph(tmp_path / "g.yaml")
     sup = Supervisor(graph, log_dir=tmp_path)
