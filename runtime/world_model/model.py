@@ -207,21 +207,17 @@ class WorldModel(nn.Module):
     # ---- sequences (training, evaluation) ------------------------------------------------------------------
     def encode(self, batch: dict) -> torch.Tensor:
         """Tick arrays (B, T, ...) -> u (B, T, d_model)."""
-        b, t = batch["joint"].shape[:2]
-        flat = {k: v.reshape(b * t, *v.shape[2:]) for k, v in batch.items() if k in TICK_FIELDS}
-        return self._encode(flat).view(b, t, -1)
+        return self.encoder.fuse(self.tokens(batch).flatten(2))
 
     def _encode(self, x: dict) -> torch.Tensor:
         """Tick arrays (N, ...) -> u (N, d_model)."""
-        return self.encoder(x["image"], x["audio"], x["audio_chunks"], x["joint"], x["action"], x["mask"])
+        return self.encoder(*(x[k] for k in ENCODER_INPUTS))
 
     def tokens(self, batch: dict) -> torch.Tensor:
         """Tick arrays (B, T, ...) -> the per-modality tokens (B, T, 4, d_token) that u is fused from."""
         b, t = batch["joint"].shape[:2]
-        x = {k: v.reshape(b * t, *v.shape[2:]) for k, v in batch.items() if k in TICK_FIELDS}
-        out = self.encoder.tokens(
-            x["image"], x["audio"], x["audio_chunks"], x["joint"], x["action"], x["mask"]
-        )
+        flat = (batch[k].reshape(b * t, *batch[k].shape[2:]) for k in ENCODER_INPUTS)
+        out = self.encoder.tokens(*flat)
         return out.view(b, t, *out.shape[1:])
 
     def forward(self, batch: dict, state=None):
@@ -262,6 +258,7 @@ class WorldModel(nn.Module):
 
 
 TICK_FIELDS = ("image", "audio", "audio_chunks", "joint", "action", "mask", "dt_eff")
+ENCODER_INPUTS = TICK_FIELDS[:-1]  # TickEncoder's arguments, in order
 
 
 def check_tick(tick: dict, image_size: int) -> None:
