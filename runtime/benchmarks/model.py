@@ -6,6 +6,9 @@
   same parameter count) with its key/value cache holding that many past ticks;
 - `ratio_ctx4096`: Transformer at 4096 ticks of context over hssm, both measured in this run;
 - `backbone_*`: the same without the encoders (the belief step alone), to show where the time goes;
+- `encoders_step_p50_ms` and `ratio_ctx4096_upper_bound` (= the Transformer's tick over the encoders'
+  alone): the most any backbone could reach with these shared encoders, however fast its own step;
+- `transformer_step_p50_ms_ctx{16384,65536}` (details): how the Transformer's tick grows past 4096;
 - `rss_growth_mb_10k_steps`: resident memory after 10,000 more hssm ticks minus before, and
   `state_bytes` before and after (the state's size must not change).
 """
@@ -19,10 +22,17 @@ import torch
 
 from runtime.benchmarks.report import Report
 from runtime.world_model import checkpoint
-from runtime.world_model.model import MAX_CHUNKS, WorldModel, WorldModelConfig, parameter_count
+from runtime.world_model.model import (
+    ENCODER_INPUTS,
+    MAX_CHUNKS,
+    WorldModel,
+    WorldModelConfig,
+    parameter_count,
+)
 
 TARGETS = {"step_p50_ms": ("<=", 2.0), "ratio_ctx4096": (">=", 10.0), "rss_growth_mb_10k_steps": ("<=", 1.0)}
 CONTEXTS = (64, 512, 4096)
+LONG_CONTEXTS = (16384, 65536)  # details only: where the Transformer's cache starts to dominate its tick
 
 
 @dataclass
@@ -101,7 +111,11 @@ def run(cfg: ModelBenchConfig) -> Report:
             _, belief_state[0], _ = hssm.belief.step(u, dt, belief_state[0])
 
         details["backbone_step_p50_ms_hssm"] = float(np.median(_time(hssm_belief, cfg.steps)))
-        for ctx in CONTEXTS:
+        encoder_inputs = [x[k] for k in ENCODER_INPUTS]
+        details["encoders_step_p50_ms"] = float(
+            np.median(_time(lambda: hssm.encoder(*encoder_inputs), cfg.steps))
+        )
+        for ctx in CONTEXTS + LONG_CONTEXTS:
             cache = transformer.belief.initial_state(1, ctx)
             cache["k"].normal_()
             cache["v"].normal_()
@@ -113,13 +127,15 @@ def run(cfg: ModelBenchConfig) -> Report:
             def transformer_belief(cache=cache):
                 transformer.belief.step(u, dt, cache)
 
-            results[f"transformer_step_p50_ms_ctx{ctx}"] = float(
-                np.median(_time(transformer_step, cfg.steps))
-            )
+            where = results if ctx in CONTEXTS else details
+            where[f"transformer_step_p50_ms_ctx{ctx}"] = float(np.median(_time(transformer_step, cfg.steps)))
             details[f"backbone_step_p50_ms_transformer_ctx{ctx}"] = float(
                 np.median(_time(transformer_belief, cfg.steps))
             )
         results["ratio_ctx4096"] = results["transformer_step_p50_ms_ctx4096"] / results["step_p50_ms"]
+        details["ratio_ctx4096_upper_bound"] = (
+            results["transformer_step_p50_ms_ctx4096"] / details["encoders_step_p50_ms"]
+        )
         details["backbone_ratio_ctx4096"] = (
             details["backbone_step_p50_ms_transformer_ctx4096"] / details["backbone_step_p50_ms_hssm"]
         )
