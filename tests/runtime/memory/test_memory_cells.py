@@ -83,11 +83,17 @@ def test_maintenance_merges_duplicates_and_keeps_its_budget():
     np.testing.assert_allclose(after.value, before.value, atol=1e-3)  # merging lost nothing
 
 
-def test_summaries_add_up_the_tree():
+def _split_memory(seed: int, before: int):
+    """A memory that saw `before` writes of one world and 200 of the shifted one (split by then)."""
     memory = _memory()
-    rng, world = _world(1)
-    _run(memory, rng, world, 600, shifted=False)
+    rng, world = _world(seed)
+    _run(memory, rng, world, before, shifted=False)
     _run(memory, rng, world, 200, shifted=True)
+    return memory, rng
+
+
+def test_summaries_add_up_the_tree():
+    memory, rng = _split_memory(seed=1, before=600)
     rows = {row["id"]: row for row in memory.summaries()}
     root = rows[memory.root.id]
     assert root["children"] and root["active"] == 1
@@ -96,10 +102,7 @@ def test_summaries_add_up_the_tree():
 
 
 def test_state_round_trip_recalls_the_same():
-    memory = _memory()
-    rng, world = _world(2)
-    _run(memory, rng, world, 600, shifted=False)
-    _run(memory, rng, world, 200, shifted=True)
+    memory, rng = _split_memory(seed=2, before=600)
     arrays, meta = memory.state()
     again = CellMemory.from_state(arrays, meta)
     cues = rng.normal(size=(32, DK)).astype(np.float32)
@@ -112,10 +115,7 @@ def test_state_round_trip_recalls_the_same():
 
 
 def test_probes_change_no_cell():
-    memory = _memory()
-    rng, world = _world(3)
-    _run(memory, rng, world, 400, shifted=False)
-    _run(memory, rng, world, 200, shifted=True)
+    memory, rng = _split_memory(seed=3, before=400)
     arrays, meta = memory.state()
     memory.recall(rng.normal(size=(256, DK)), rng.random((256, DK)) < 0.5, probe=True)
     again_arrays, again_meta = memory.state()
