@@ -11,6 +11,7 @@ from pathlib import Path
 import tyro
 
 from runtime.benchmarks.env import EnvBenchConfig
+from runtime.benchmarks.memory import MemoryBenchConfig
 from runtime.benchmarks.model import ModelBenchConfig
 from runtime.benchmarks.transport import TransportBenchConfig
 from runtime.benchmarks.vsync import VSyncBenchConfig
@@ -78,6 +79,21 @@ def run_model(cmd: ModelBench) -> int:
     return _finish(model.run(config), cmd.json)
 
 
+@dataclass
+class MemoryBench(MemoryBenchConfig):
+    """A full memory cell (C = 4096): one recall plus one write, p50 and p99; planning reads; maintenance."""
+
+    json: Path | None = None
+    """Write the report here."""
+
+
+def run_memory(cmd: MemoryBench) -> int:
+    from runtime.benchmarks import memory
+
+    config = MemoryBenchConfig(**{k: v for k, v in vars(cmd).items() if k != "json"})
+    return _finish(memory.run(config), cmd.json)
+
+
 def _finish(report, json_path: Path | None) -> int:
     report.print_table()
     if json_path is not None:
@@ -86,8 +102,20 @@ def _finish(report, json_path: Path | None) -> int:
     return 0
 
 
-COMMANDS = {"env": EnvBench, "transport": TransportBench, "vsync": VSyncBench, "model": ModelBench}
-RUNNERS = {EnvBench: run_env, TransportBench: run_transport, VSyncBench: run_vsync, ModelBench: run_model}
+COMMANDS = {
+    "env": EnvBench,
+    "transport": TransportBench,
+    "vsync": VSyncBench,
+    "model": ModelBench,
+    "memory": MemoryBench,
+}
+RUNNERS = {
+    EnvBench: run_env,
+    TransportBench: run_transport,
+    VSyncBench: run_vsync,
+    ModelBench: run_model,
+    MemoryBench: run_memory,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,7 @@
-"""Evaluate trained world models: `python -m launch.eval worldmodel --json results/eval-worldmodel.json`.
+"""Evaluations on held-out data: `python -m launch.eval worldmodel --json results/eval-worldmodel.json`,
+`python -m launch.eval memory --json results/eval-memory.json`.
+
+worldmodel:
 
 Reads every model's checkpoint from `--checkpoints/<model>` (made by `python -m launch.train --model all`),
 fits each model's linear probes on training episodes and scores everything on held-out episodes
@@ -121,13 +124,48 @@ def _dt_ablation(model, probe, episodes, window, cfg, res) -> None:
     s.batch["dt_eff"] = true_dt
 
 
-COMMANDS = {"worldmodel": WorldModelEval}
+@dataclass
+class MemoryEval:
+    """A cell's store against exact nearest-neighbour and modern-Hopfield stores: recall from partial cues,
+    capacity, audio-only cues for stored camera latents (runtime/memory/evaluation.py)."""
+
+    json: Path | None = None
+    """Write the report here."""
+    checkpoint: Path | None = None
+    """World model whose latents are stored (default: the shipped one)."""
+    heldout: Path = Path("data/heldout")
+    """Episodes the entries come from."""
+    capacity: int = 4096
+    """Entries per cell (C)."""
+    cues: int = 512
+    """Cues scored per figure."""
+    seed: int = 0
+
+
+def run_memory(cfg: MemoryEval, console: Console) -> Report:
+    from runtime.memory import evaluation as mem
+
+    torch.set_num_threads(2)
+    model, manifest = checkpoint.load(cfg.checkpoint or checkpoint.DEFAULT_CHECKPOINT)
+    entries = mem.entries_from_episodes(model, Episodes(cfg.heldout).episodes)
+    console.print(
+        f"memory: {len(entries.keys)} entries from {cfg.heldout}, {int(entries.audible.sum())} audible"
+    )
+    report = Report("eval-memory", config={k: str(v) for k, v in vars(cfg).items()})
+    results, details = mem.recall_scores(entries, cfg.capacity, np.random.default_rng(cfg.seed), cfg.cues)
+    report.results.update(results)
+    report.details.update(details, checkpoint_command=manifest.get("command"))
+    return report
+
+
+COMMANDS = {"worldmodel": WorldModelEval, "memory": MemoryEval}
+RUNNERS = {WorldModelEval: run, MemoryEval: run_memory}
 
 
 def main(argv: list[str] | None = None) -> int:
     cmd = tyro.extras.subcommand_cli_from_dict(COMMANDS, args=argv, description=__doc__)
     console = Console(stderr=True)
-    report = run(cmd, console)
+    report = RUNNERS[type(cmd)](cmd, console)
     report.print_table()
     if cmd.json is not None:
         report.write_json(cmd.json)

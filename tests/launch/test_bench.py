@@ -15,31 +15,19 @@ KEYS = {
 }
 
 
+def _bench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "launch.bench", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
 def test_bench_env_writes_report_with_issue_keys(tmp_path):
     """The report has every named key with a positive figure, the targets, and the machine it ran on."""
     out = tmp_path / "env.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "launch.bench",
-            "env",
-            "--json",
-            str(out),
-            "--seeds",
-            "2",
-            "--physics-seconds",
-            "2",
-            "--render-frames",
-            "50",
-            "--control-steps",
-            "30",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _bench(
+        "env", "--json", str(out), "--seeds", "2", "--physics-seconds", "2", "--render-frames", "50",
+        "--control-steps", "30",
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["benchmark"] == "env"
@@ -65,13 +53,7 @@ def test_bench_vsync_writes_report_with_issue_keys(tmp_path):
     baselines worse than the scheduler, and the targets."""
     out = tmp_path / "vsync.json"
     args = ["--seconds", "40", "--lock-in-s", "10", "--realtime-seconds", "1.5", "--json", str(out)]
-    proc = subprocess.run(
-        [sys.executable, "-m", "launch.bench", "vsync", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _bench("vsync", *args)
     assert proc.returncode == 0, proc.stderr
     results = json.loads(out.read_text())["results"]
     assert VSYNC_KEYS <= set(results)
@@ -102,3 +84,32 @@ def test_collect_writes_episodes_and_manifest_and_keeps_what_exists(tmp_path):
     assert (out / "episode_0.npz").stat().st_mtime_ns == first
     bad = run("--noise-rad", "-1")
     assert bad.returncode == 2 and "noise_rad" in bad.stderr
+
+
+def test_bench_memory_writes_report_with_issue_keys(tmp_path):
+    """`launch.bench memory` on a small full cell: read + write p50 <= p99, the target, the details."""
+    out = tmp_path / "memory.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "launch.bench",
+            "memory",
+            "--capacity",
+            "512",
+            "--steps",
+            "200",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    results = report["results"]
+    assert 0 < results["read_write_p50_ms"] <= results["read_write_p99_ms"]
+    assert report["targets"]["read_write_p99_ms"] == {"op": "<=", "value": 0.5}
+    assert report["details"]["entries"] == 512 and report["details"]["evicted"] >= 200

@@ -153,3 +153,24 @@ def test_train_without_data_says_how_to_collect(tmp_path):
     proc = run("launch.train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "ckpt"))
     assert proc.returncode == 2
     assert "launch.collect" in proc.stderr
+
+
+MEMORY_KEYS = {"recall_cos_mask25", "recall_cos_mask50", "recall_cos_mask75", "capacity_at_095"}
+
+
+@pytest.mark.timeout(300)
+def test_eval_memory_scores_ours_and_both_baselines(trained, tmp_path):
+    """`launch.eval memory` on the held-out episodes: every figure for the store and both baselines, cosines
+    in [-1, 1] that do not rise as more of the key is hidden, a capacity no larger than C."""
+    out = tmp_path / "memory.json"
+    proc = run(
+        "launch.eval", "memory", "--heldout", str(trained / "heldout"), "--capacity", "256", "--cues", "64",
+        "--json", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(out.read_text())["results"]
+    for suffix in ("", "_exact_nn", "_hopfield"):
+        assert {k + suffix for k in MEMORY_KEYS} <= set(results)
+        cos = [results[f"recall_cos_mask{m}{suffix}"] for m in (25, 50, 75)]
+        assert all(-1 <= c <= 1 for c in cos) and cos[0] >= cos[2] - 0.01
+        assert 0 <= results[f"capacity_at_095{suffix}"] <= 256
