@@ -16,15 +16,19 @@
   before the conflict began go to one child, later ones to the other, which becomes active. Both survive: when
   the world changes back, the old child's recalls fit again and routing returns to it, so nothing learned
   before the change is lost.
+- **Persistence** (`save`, `load`): atomic, versioned snapshots (snapshot.py); a corrupt newest one is
+  reported and the one before it loaded.
 - **Maintenance** (`maintain(budget_s)`): merges near-duplicate entries and carries out pending splits, in
   small chunks, stopping when the time budget (the idle time before the next tick) is spent.
 """
 
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from runtime.memory import snapshot
 from runtime.memory.store import EPS, HolographicStore, MemoryInputError, Recall, StoreConfig
 
 
@@ -342,6 +346,17 @@ class CellMemory:
             "switches": self.switches,
         }
         return arrays, meta
+
+    def save(self, directory: Path, keep: int = 2) -> Path:
+        """An atomic snapshot in `directory` (snapshot.py); the `keep` newest are kept."""
+        arrays, meta = self.state()
+        return snapshot.write_snapshot(directory, arrays, meta, keep)
+
+    @classmethod
+    def load(cls, directory: Path) -> tuple["CellMemory", snapshot.LoadReport]:
+        """The newest snapshot that verifies; the report names any newer one that did not, and why."""
+        arrays, meta, report = snapshot.load_latest(directory)
+        return cls.from_state(arrays, meta), report
 
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], meta: dict) -> "CellMemory":

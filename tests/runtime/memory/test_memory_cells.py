@@ -120,3 +120,17 @@ def test_probes_change_no_cell():
     memory.recall(rng.normal(size=(256, DK)), rng.random((256, DK)) < 0.5, probe=True)
     again_arrays, again_meta = memory.state()
     assert again_meta == meta and all(arrays[k].tobytes() == again_arrays[k].tobytes() for k in arrays)
+
+
+def test_save_and_load_through_snapshots_survive_a_corrupt_newest(tmp_path):
+    """The memory saved twice, the newest file then truncated: load reports it and returns the first."""
+    memory, rng = _split_memory(seed=4, before=400)
+    first = memory.save(tmp_path)
+    cues = rng.normal(size=(16, DK)).astype(np.float32)
+    want = memory.recall(cues, probe=True)[1].value
+    memory.write(cues[0], np.ones(DV, np.float32))
+    newest = memory.save(tmp_path)
+    newest.write_bytes(newest.read_bytes()[:-100])
+    again, report = CellMemory.load(tmp_path)
+    assert report.path == first and report.skipped[0][0] == newest
+    np.testing.assert_array_equal(again.recall(cues, probe=True)[1].value, want)
