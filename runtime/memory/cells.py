@@ -401,7 +401,7 @@ def _fold(store: HolographicStore, into: int, src: int) -> None:
     wa, wb = max(float(store.energy[into]), EPS), max(float(store.energy[src]), EPS)
     for array in (store.keys, store.values):
         array[into] = (wa * array[into] + wb * array[src]) / (wa + wb)
-    store.key_sq[into] = store.keys[into] ** 2
+    store.keys_changed(into)
     store.energy[into] += store.energy[src]
     store.crystal[into] |= store.crystal[src]
     store.hits[into] += store.hits[src]

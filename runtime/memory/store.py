@@ -79,6 +79,7 @@ class HolographicStore:
         self.keys = np.zeros((c, cfg.key_dim), np.float32)
         self.values = np.zeros((c, cfg.value_dim), np.float32)
         self.key_sq = np.zeros((c, cfg.key_dim), np.float32)  # keys**2, for norms over any subset of dims
+        self.key_norm = np.zeros(c, np.float32)  # and over all of them (the common full-key cue)
         self.energy = np.zeros(c, np.float32)
         self.crystal = np.zeros(c, bool)
         self.used = np.zeros(c, bool)
@@ -113,7 +114,7 @@ class HolographicStore:
                     f"stored `{name}` is {got.dtype}{got.shape}, expected {want.dtype}{want.shape}"
                 )
             want[...] = got
-        store.key_sq[...] = store.keys**2
+        store.keys_changed(slice(None))
         store.writes, store.refused, store.evicted = (int(n) for n in arrays["counters"])
         return store
 
@@ -147,7 +148,8 @@ class HolographicStore:
         """Cosine over the known dimensions, cues (B, Dk) x entries -> (B, C); empty slots get -inf."""
         masked = cue * known
         dot = masked @ self.keys.T
-        norms = np.sqrt(known @ self.key_sq.T) * np.linalg.norm(masked, axis=-1, keepdims=True)
+        key_norms = self.key_norm[None] if known.all() else np.sqrt(known @ self.key_sq.T)
+        norms = key_norms * np.linalg.norm(masked, axis=-1, keepdims=True)
         sim = dot / (norms + EPS)
         sim[:, ~self.used] = -np.inf
         return sim
@@ -206,7 +208,7 @@ class HolographicStore:
                 self.refused += 1
                 continue
             self.keys[slot] = key[i]
-            self.key_sq[slot] = key[i] ** 2
+            self.keys_changed(slot)
             self.values[slot] = value[i]
             self.energy[slot] = energy
             self.used[slot], self.crystal[slot] = True, False
@@ -233,8 +235,13 @@ class HolographicStore:
             raise MemoryInputError(f"{len(entries['keys'])} entries do not fit in {len(free)} free slots")
         for name, array in entries.items():
             getattr(self, name)[free] = array
-        self.key_sq[free] = self.keys[free] ** 2
+        self.keys_changed(free)
         self.used[free] = True
+
+    def keys_changed(self, slots) -> None:
+        """Refresh the cached squares and norms after keys at `slots` were written."""
+        self.key_sq[slots] = self.keys[slots] ** 2
+        self.key_norm[slots] = np.sqrt(self.key_sq[slots].sum(-1))
 
     def take(self, slots: np.ndarray) -> dict[str, np.ndarray]:
         """Copies of the entries at `slots` (for `put`)."""
