@@ -194,10 +194,11 @@ class ClockServer:
             reply = msgpack.packb({"error": "malformed time request: expected msgpack {'t0': int}"})
             sock.send_multipart([*envelope, reply])
             return
+        # Counted before the reply leaves: a client that has its reply must see the count include it.
+        self.served += 1
         # t2 as late as possible; packing a three-int map after it costs microseconds.
         t2 = self._clock()
         sock.send_multipart([*envelope, msgpack.packb({"t0": t0, "t1": t1, "t2": t2})])
-        self.served += 1
 
     def _parse(self, payload: bytes) -> int | None:
         if len(payload) > _MAX_MSG_BYTES:  # MAXMSGSIZE should have stopped it; never decode a huge blob

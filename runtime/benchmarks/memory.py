@@ -35,7 +35,9 @@ def _full_memory(cfg: MemoryBenchConfig, key_dim: int, rng: np.random.Generator)
         MemoryConfig(StoreConfig(key_dim=key_dim, value_dim=cfg.value_dim, capacity=cfg.capacity))
     )
     keys = rng.normal(size=(cfg.capacity, key_dim)).astype(np.float32)
-    memory.active_leaf().store.write(keys, rng.normal(size=(cfg.capacity, cfg.value_dim)).astype(np.float32))
+    store = memory.active_leaf().store
+    store.write(keys, rng.normal(size=(cfg.capacity, cfg.value_dim)).astype(np.float32))
+    store.energy[:] = rng.uniform(0.1, 2.0, cfg.capacity)  # evictions land anywhere, as in use
     return memory
 
 

@@ -29,13 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from runtime.memory import snapshot
-from runtime.memory.store import EPS, HolographicStore, MemoryInputError, Recall, StoreConfig
+from runtime.memory.store import EPS, HolographicStore, MemoryInputError, Recall, StoreConfig, check_vectors
 
 
 @dataclass(frozen=True)
 class MemoryConfig:
     store: StoreConfig
-    max_depth: int = 3  # a root and up to two levels of splits below it
+    max_depth: int = 3  # cells this deep (the root is 0) do not split
     close_similarity: float = 0.9  # a write's key this close to an entry's is "the same situation"
     fast_rate: float = 0.1  # of the fast recall-error mean (about 10 writes)
     slow_rate: float = 0.005  # of the slow one (about 200 writes)
@@ -55,6 +55,9 @@ class MemoryConfig:
         for name in ("fast_rate", "slow_rate", "route_rate", "correction_rate"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ValueError(f"`{name}` must be in (0, 1], got {getattr(self, name)}")
+        for name in ("split_patience", "split_min_entries", "merge_chunk"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}")
         if self.slow_rate >= self.fast_rate:
             raise ValueError("`slow_rate` must be below `fast_rate`")
 
@@ -110,7 +113,7 @@ class CellMemory:
         self.cells: list[Cell] = []
         self.root = self._new_cell(depth=0, parent=None)
         self._merge_cursor = 0
-        self._cost = {"split": 2e-3, "merge": 5e-4}  # running mean seconds of each piece of idle work
+        self._cost = {"split": 2e-3, "merge": 5e-4}  # estimated seconds of each piece of idle work
         self.splits = 0
         self.switches = 0  # times an inner cell's active child changed
 
@@ -144,13 +147,18 @@ class CellMemory:
         return leaf, leaf.store.recall(cue, known, probe=probe)
 
     def credit(self, cell: Cell, recall: Recall, gain) -> None:
-        cell.store.credit(recall, gain)
+        """Feed what `recall` used; nothing if the cell has split since (its entries moved to children)."""
+        if cell.leaf:
+            cell.store.credit(recall, gain)
 
     # ---- writing ------------------------------------------------------------------------------------------
     def write(self, key, value) -> Cell:
         """One entry (Dk,), (Dv,): routing is updated on the way down, then the active leaf stores it."""
-        key = np.asarray(key, np.float32).reshape(-1)
-        value = np.asarray(value, np.float32).reshape(-1)
+        key = check_vectors(key, self.cfg.store.key_dim, "key")  # before routing or tracking sees it
+        value = check_vectors(value, self.cfg.store.value_dim, "value")
+        if len(key) != 1 or len(value) != 1:
+            raise MemoryInputError(f"one entry per write, got {len(key)} keys and {len(value)} values")
+        key, value = key[0], value[0]
         cell = self.root
         while cell.children:
             self._route(cell, key, value)
@@ -169,7 +177,12 @@ class CellMemory:
         return cell
 
     def _route(self, cell: Cell, key: np.ndarray, value: np.ndarray) -> None:
+        """Score each child by its active leaf's recall of this write; inner children are routed first
+        (probe recalls only), so a subtree the writes do not go through still follows the world."""
         cfg = self.cfg
+        for child in cell.children:
+            if child.children:
+                self._route(child, key, value)
         for i, child in enumerate(cell.children):
             leaf = child
             while leaf.children:
@@ -187,8 +200,8 @@ class CellMemory:
 
     def _track_conflict(self, cell: Cell, key: np.ndarray, value: np.ndarray) -> None:
         store, cfg = cell.store, self.cfg
-        if not len(store):
-            return
+        if not len(store) or cell.value_scale <= EPS:
+            return  # nothing to conflict with, or no scale yet to measure errors in
         got = store.recall(key, probe=True)
         if got.similarity[0].max() < cfg.close_similarity:
             return  # a new situation, not a conflicting one
@@ -242,8 +255,10 @@ class CellMemory:
 
     def maintain(self, budget_s: float) -> MaintenanceReport:
         """Idle-time work within `budget_s`: pending splits, then a pass of near-duplicate merging, a chunk
-        at a time. A piece of work starts only if its running-mean duration fits in what is left, so the
-        budget (the idle time before the next tick) is kept, not just checked after the fact."""
+        at a time. A piece of work starts only if its estimated cost fits in what is left. The estimate is a
+        slowly decaying maximum of measured costs (and decays faster while work is being skipped, so work
+        too big for the usual idle time is tried again now and then): an overrun is possible on the first
+        chunks and after such a decay, not in steady state."""
         t0 = time.perf_counter()
         deadline = t0 + budget_s
         report = MaintenanceReport()
@@ -251,6 +266,7 @@ class CellMemory:
         for cell in self.leaves():
             if self.split_due(cell):
                 if not fits(self._cost["split"]):
+                    self._cost["split"] *= 0.9
                     report.finished = False
                     break
                 self._timed("split", self.split, cell)
@@ -258,10 +274,15 @@ class CellMemory:
         leaves = self.leaves()
         spans = [(c, s) for c in leaves for s in range(0, c.store.cfg.capacity, self.cfg.merge_chunk)]
         while report.finished and report.chunks < len(spans):
+            cell, start = spans[self._merge_cursor % len(spans)]
+            if not cell.store.used[start : start + self.cfg.merge_chunk].any():
+                self._merge_cursor += 1  # an empty span costs nothing; do not let it lower the estimate
+                report.chunks += 1
+                continue
             if not fits(self._cost["merge"]):
+                self._cost["merge"] *= 0.9
                 report.finished = False
                 break
-            cell, start = spans[self._merge_cursor % len(spans)]
             self._merge_cursor += 1
             report.merged += self._timed("merge", self._merge_chunk, cell.store, start)
             report.chunks += 1
@@ -271,7 +292,7 @@ class CellMemory:
     def _timed(self, kind: str, fn, *args):
         t0 = time.perf_counter()
         out = fn(*args)
-        self._cost[kind] += 0.2 * (time.perf_counter() - t0 - self._cost[kind])
+        self._cost[kind] = max(time.perf_counter() - t0, 0.99 * self._cost[kind])
         return out
 
     def _merge_chunk(self, store: HolographicStore, start: int) -> int:
@@ -326,8 +347,8 @@ class CellMemory:
             if cell.leaf:
                 for name, array in cell.store.state().items():
                     arrays[f"cell{cell.id}.{name}"] = array
-            arrays[f"cell{cell.id}.correction"] = cell.correction
-            arrays[f"cell{cell.id}.child_error"] = cell.child_error
+            arrays[f"cell{cell.id}.correction"] = cell.correction.copy()
+            arrays[f"cell{cell.id}.child_error"] = cell.child_error.copy()
             cells.append(
                 {
                     "id": cell.id,

@@ -11,8 +11,8 @@ next tick's latent z (or, for the cross-modal test, the tick's own camera token)
   entry first (its stored camera token), over C/2 entries of such ticks.
 Baselines, given the same cues: `exact_nn` (brute-force nearest key over the known dimensions, its value)
 and `hopfield` (a modern Hopfield read-out, softmax(beta * K c) V with the hidden dimensions of the cue set
-to zero, as retrieval from a partial pattern is done there; beta picked per load from a grid on a separate
-set of cues, its best, not ours).
+to zero, as retrieval from a partial pattern is done there; beta picked per load from a grid, on other
+masks of stored cues: its best case, not ours).
 """
 
 from dataclasses import dataclass
@@ -118,7 +118,7 @@ def build(name: str, keys, values, capacity: int, beta: float = 8.0):
 
 
 def best_beta(keys, values, rng, cues: int, share: float = 0.5) -> float:
-    """The Hopfield inverse temperature that recalls best at this load, on cues not used for scoring."""
+    """The Hopfield inverse temperature that recalls best at this load (cues drawn apart from scoring's)."""
     idx = rng.choice(len(keys), min(cues, len(keys)), replace=False)
     known = hidden(rng, len(idx), keys.shape[1], share)
     scores = {

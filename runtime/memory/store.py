@@ -33,6 +33,21 @@ class MemoryInputError(ValueError):
     """A key, value or cue the memory refuses: wrong shape, not finite, or a cue that knows nothing."""
 
 
+MAX_ABS = 1e18  # squares of larger values overflow float32: refused like NaN
+
+
+def check_vectors(x, dim: int, name: str) -> np.ndarray:
+    """(dim,) or (B, dim) finite values -> (B, dim) float32, or MemoryInputError naming `name`."""
+    x = np.asarray(x, np.float32)
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise MemoryInputError(f"{name} must have shape (..., {dim}), got {tuple(np.shape(x))}")
+    if not np.isfinite(x).all() or (np.abs(x) > MAX_ABS).any():
+        raise MemoryInputError(f"{name} has NaN, infinite or out-of-range values")
+    return x
+
+
 @dataclass(frozen=True)
 class StoreConfig:
     key_dim: int
@@ -66,6 +81,7 @@ class Recall:
     weights: np.ndarray
     similarity: np.ndarray
     probe: bool
+    born: np.ndarray  # (B, k) the entries' write counts: a slot rewritten since the recall is not credited
 
 
 class HolographicStore:
@@ -99,7 +115,7 @@ class HolographicStore:
         return int(self.crystal.sum())
 
     def state(self) -> dict[str, np.ndarray]:
-        out = {name: getattr(self, name) for name in self.ARRAYS}
+        out = {name: getattr(self, name).copy() for name in self.ARRAYS}
         out["counters"] = np.array([self.writes, self.refused, self.evicted], np.int64)
         return out
 
@@ -119,15 +135,6 @@ class HolographicStore:
         return store
 
     # ---- input checks -------------------------------------------------------------------------------------
-    def _vectors(self, x, dim: int, name: str) -> np.ndarray:
-        x = np.asarray(x, np.float32)
-        if x.ndim == 1:
-            x = x[None]
-        if x.ndim != 2 or x.shape[1] != dim:
-            raise MemoryInputError(f"{name} must have shape (..., {dim}), got {tuple(np.shape(x))}")
-        if not np.isfinite(x).all():
-            raise MemoryInputError(f"{name} has NaN or infinite values")
-        return x
 
     def _known(self, known, batch: int) -> np.ndarray:
         dk = self.cfg.key_dim
@@ -161,7 +168,7 @@ class HolographicStore:
         n = len(self)
         if n == 0:
             raise MemoryInputError("recall from an empty store")
-        cue = self._vectors(cue, self.cfg.key_dim, "cue")
+        cue = check_vectors(cue, self.cfg.key_dim, "cue")
         known = self._known(known, len(cue))
         sim = self.similarity(cue, known)
         k = min(self.cfg.top_k, n)
@@ -173,7 +180,7 @@ class HolographicStore:
         value = np.einsum("bk,bkd->bd", weights, self.values[slots])
         key = np.einsum("bk,bkd->bd", weights, self.keys[slots])
         key = np.where(known > 0, cue, key)  # what the cue knew stays as given
-        return Recall(value, key, slots, weights.astype(np.float32), top, probe)
+        return Recall(value, key, slots, weights.astype(np.float32), top, probe, self.born[slots])
 
     def credit(self, recall: Recall, gain: np.ndarray | float) -> None:
         """Feed the entries a recall used, `gain` (B,) or scalar >= 0 per cue (how much that recall improved a
@@ -185,7 +192,9 @@ class HolographicStore:
         gain = np.broadcast_to(np.asarray(gain, np.float32), (len(recall.slots),))
         if not np.isfinite(gain).all() or (gain < 0).any():
             raise MemoryInputError("credit gain must be finite and >= 0")
-        live = self.used[recall.slots]  # an entry evicted since the recall gets nothing
+        live = self.used[recall.slots] & (
+            self.born[recall.slots] == recall.born
+        )  # evicted or rewritten: nothing
         np.add.at(self.energy, recall.slots[live], (recall.weights * gain[:, None])[live])
         np.add.at(self.hits, recall.slots[live], 1)
 
@@ -193,8 +202,8 @@ class HolographicStore:
     def write(self, key, value, energy: float | None = None) -> np.ndarray:
         """Store entries (B, Dk) -> (B, Dv); returns their slots (-1 where refused: every slot crystallized).
         At capacity the weakest entry that is not crystallized is evicted first."""
-        key = self._vectors(key, self.cfg.key_dim, "key")
-        value = self._vectors(value, self.cfg.value_dim, "value")
+        key = check_vectors(key, self.cfg.key_dim, "key")
+        value = check_vectors(value, self.cfg.value_dim, "value")
         if len(key) != len(value):
             raise MemoryInputError(f"{len(key)} keys but {len(value)} values")
         energy = self.cfg.initial_energy if energy is None else float(energy)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from runtime.memory.cells import CellMemory, MemoryConfig
-from runtime.memory.store import StoreConfig
+from runtime.memory.store import MemoryInputError, StoreConfig
 
 DK, DV = 8, 4
 
@@ -134,3 +134,60 @@ def test_save_and_load_through_snapshots_survive_a_corrupt_newest(tmp_path):
     again, report = CellMemory.load(tmp_path)
     assert report.path == first and report.skipped[0][0] == newest
     np.testing.assert_array_equal(again.recall(cues, probe=True)[1].value, want)
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [(np.zeros(DK), np.full(DV, np.nan)), (np.zeros(DK), np.ones(1)), (np.full(DK, np.inf), np.ones(DV))],
+)
+def test_a_bad_write_is_refused_before_routing_or_conflict_tracking_see_it(key, value):
+    memory, _ = _split_memory(seed=5, before=400)
+    arrays, meta = memory.state()
+    with pytest.raises(MemoryInputError):
+        memory.write(key, value)
+    again_arrays, again_meta = memory.state()
+    assert again_meta == meta and all(arrays[k].tobytes() == again_arrays[k].tobytes() for k in arrays)
+
+
+def test_credit_skips_entries_rewritten_since_the_recall_and_cells_split_since():
+    memory = _memory(capacity=4)
+    rng = np.random.default_rng(7)
+    keys = rng.normal(size=(6, DK)).astype(np.float32)
+    for k in keys[:4]:
+        memory.write(k, np.ones(DV, np.float32))
+    cell, got = memory.recall(keys[0])
+    memory.write(keys[4], np.ones(DV, np.float32))  # full: evicts one of the entries the recall used
+    store = cell.store
+    evicted = int(np.flatnonzero(store.born == store.writes)[0])
+    memory.credit(cell, got, 5.0)
+    assert store.energy[evicted] == pytest.approx(1.0) and store.hits[evicted] == 0
+    split, rng2 = _split_memory(seed=8, before=400)
+    leaf, got = split.root.children[0], split.root.children[0].store.recall(keys[0])
+    leaf.children.append(leaf)  # as if it had split since: its entries moved on
+    split.credit(leaf, got, 1.0)  # nothing to credit, and no error
+    leaf.children.clear()
+
+
+def test_routing_finds_a_world_seen_two_splits_ago():
+    """Three worlds in turn (W1, W2, W3, W1, W2): the second visit to W2 goes back to the cell that learned it
+    instead of splitting to learn it again."""
+    memory = _memory()
+    rng = np.random.default_rng(9)
+    worlds = [rng.normal(size=(DV, DK)) for _ in range(3)]
+
+    def visit(w, ticks):
+        for key in rng.normal(size=(ticks, DK)).astype(np.float32):
+            memory.write(key, key @ w.T + 0.01 * rng.normal(size=DV))
+            memory.maintain(0.01)
+
+    for w in (0, 1, 2):
+        visit(worlds[w], 600)
+    cells_before = len(memory.cells)
+    visit(worlds[0], 300)
+    leaf_w1 = memory.active_leaf()
+    visit(worlds[1], 300)
+    leaf_w2 = memory.active_leaf()
+    assert len(memory.cells) == cells_before  # no new cell for a world it has seen
+    assert leaf_w2 is not leaf_w1
+    probe = rng.normal(size=(100, DK)).astype(np.float32)
+    assert _recall_error(memory, probe, probe @ worlds[1].T) < 0.6
