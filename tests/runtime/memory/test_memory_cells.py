@@ -149,7 +149,7 @@ def test_a_bad_write_is_refused_before_routing_or_conflict_tracking_see_it(key, 
     assert again_meta == meta and all(arrays[k].tobytes() == again_arrays[k].tobytes() for k in arrays)
 
 
-def test_credit_skips_entries_rewritten_since_the_recall_and_cells_split_since():
+def test_credit_skips_entries_rewritten_since_the_recall():
     memory = _memory(capacity=4)
     rng = np.random.default_rng(7)
     keys = rng.normal(size=(6, DK)).astype(np.float32)
@@ -161,11 +161,19 @@ def test_credit_skips_entries_rewritten_since_the_recall_and_cells_split_since()
     evicted = int(np.flatnonzero(store.born == store.writes)[0])
     memory.credit(cell, got, 5.0)
     assert store.energy[evicted] == pytest.approx(1.0) and store.hits[evicted] == 0
-    split, rng2 = _split_memory(seed=8, before=400)
-    leaf, got = split.root.children[0], split.root.children[0].store.recall(keys[0])
-    leaf.children.append(leaf)  # as if it had split since: its entries moved on
-    split.credit(leaf, got, 1.0)  # nothing to credit, and no error
-    leaf.children.clear()
+
+
+def test_credit_after_the_cell_split_is_a_no_op():
+    """A recall made before a split, credited after it: the entries moved to children, nothing is fed."""
+    memory = _memory()
+    rng, world = _world(8)
+    _run(memory, rng, world, 400, shifted=False)
+    cell, got = memory.recall(rng.normal(size=DK).astype(np.float32))
+    _run(memory, rng, world, 200, shifted=True)
+    assert not cell.leaf
+    energies = [c.store.energy.copy() for c in memory.leaves()]
+    memory.credit(cell, got, 1.0)
+    assert all(np.array_equal(e, c.store.energy) for e, c in zip(energies, memory.leaves(), strict=True))
 
 
 def test_routing_finds_a_world_seen_two_splits_ago():
