@@ -25,6 +25,7 @@ penalty; callers with raw features standardize them first.
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 EPS = 1e-8
 
@@ -46,6 +47,13 @@ def check_vectors(x, dim: int, name: str) -> np.ndarray:
     if not np.isfinite(x).all() or (np.abs(x) > MAX_ABS).any():
         raise MemoryInputError(f"{name} has NaN, infinite or out-of-range values")
     return x
+
+
+def _matmul_t(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b.T through torch (zero-copy views): the world model's torch threads and OpenBLAS's own pool
+    would otherwise both spin on the same 2 cores, and every small torch op after a recall waited for one
+    (a tick with the memory in it took twice as long)."""
+    return (torch.from_numpy(a) @ torch.from_numpy(b).T).numpy()
 
 
 @dataclass(frozen=True)
@@ -154,8 +162,8 @@ class HolographicStore:
     def similarity(self, cue: np.ndarray, known: np.ndarray) -> np.ndarray:
         """Cosine over the known dimensions, cues (B, Dk) x entries -> (B, C); empty slots get -inf."""
         masked = cue * known
-        dot = masked @ self.keys.T
-        key_norms = self.key_norm[None] if known.all() else np.sqrt(known @ self.key_sq.T)
+        dot = _matmul_t(masked, self.keys)
+        key_norms = self.key_norm[None] if known.all() else np.sqrt(_matmul_t(known, self.key_sq))
         norms = key_norms * np.linalg.norm(masked, axis=-1, keepdims=True)
         sim = dot / (norms + EPS)
         sim[:, ~self.used] = -np.inf
