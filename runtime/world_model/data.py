@@ -60,8 +60,9 @@ def vsync_config() -> VSyncConfig:
     )
 
 
-def collect_episode(cfg: CollectConfig, seed: int) -> dict[str, np.ndarray]:
-    """One episode's ticks; `seed` fixes the scene and the policy's randomness."""
+def collect_episode(cfg: CollectConfig, seed: int, shift=None) -> dict[str, np.ndarray]:
+    """One episode's ticks; `seed` fixes the scene and the policy's randomness. `shift` (an
+    `envs.dynamics_shift.DynamicsShift`) changes the world's rules for the whole episode (for adaptation)."""
     env = envs.make(
         "manipulation",
         cfg.task,
@@ -70,6 +71,8 @@ def collect_episode(cfg: CollectConfig, seed: int) -> dict[str, np.ndarray]:
         episode_seconds=cfg.episode_seconds,
     )
     try:
+        if shift is not None:
+            env.unwrapped.apply_shift(shift)  # kept across reset (envs/dynamics_shift.py)
         return _run(env, cfg, seed)
     finally:
         env.close()

@@ -1,0 +1,106 @@
+"""The fast path of online adaptation: memory corrections of the latent transition, no gradients.
+
+Every tick, once z_t+1 is known, the transition's own prediction f(z_t, a) is compared with it and the
+residual z_t+1 - f(z_t, a) is written to the cell memory under the key (z_t, a). Every prediction, one step
+or a rollout's every step, adds what the memory recalls for its (z, a): the blended residual of the entries
+whose keys are close, or, when none is close yet, the active cell's local correction (its mean residual),
+scaled down by how far the nearest entry is. A correction therefore acts from the tick its residual is
+written. After a shift the residuals become systematic, the memory learns them within a few ticks, and the
+cell splits off the new regime (cells.py), so shifting back finds the old entries where they were.
+
+Reads made for predictions are probes; only the tick's own one-step prediction is credited, with how much
+the correction reduced its error.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from runtime.memory.cells import CellMemory, MemoryConfig
+from runtime.memory.store import StoreConfig
+from runtime.world_model.model import ACTION_DIM, TICK_S
+
+
+@dataclass(frozen=True)
+class FastConfig:
+    capacity: int = 4096  # entries per cell
+    close: float = 0.9  # a recall this similar (cosine over z and a) is used as it is
+    floor: float = 0.5  # below this similarity only the cell's mean residual is used, above it blended
+    maintenance_s: float = 0.0005  # idle-time budget per tick for the memory's maintenance
+
+    def __post_init__(self):
+        if not 0 <= self.floor < self.close <= 1:
+            raise ValueError(f"need 0 <= floor < close <= 1, got floor {self.floor}, close {self.close}")
+
+
+class FastAdapter:
+    def __init__(self, model, cfg: FastConfig = FastConfig(), memory: CellMemory | None = None):
+        self.model, self.cfg = model, cfg
+        self.d = 2 * model.cfg.d_latent
+        self.memory = memory or CellMemory(
+            MemoryConfig(StoreConfig(key_dim=self.d + ACTION_DIM, value_dim=self.d, capacity=cfg.capacity))
+        )
+        self.writes = 0
+
+    @staticmethod
+    def key(z: torch.Tensor, action: torch.Tensor) -> np.ndarray:
+        return torch.cat((z, action), -1).detach().numpy().astype(np.float32)
+
+    def correction(self, z: torch.Tensor, action: torch.Tensor, probe: bool = True):
+        """(B, d) corrections for (z, a), the recall behind them (or None) and the cell it came from."""
+        if not len(self.memory):
+            return torch.zeros_like(z), None, None
+        cell, got = self.memory.recall(self.key(z, action), probe=probe)
+        best = got.similarity.max(-1, keepdims=True)
+        blend = np.clip((best - self.cfg.floor) / (self.cfg.close - self.cfg.floor), 0.0, 1.0)
+        corr = blend * got.value + (1.0 - blend) * cell.correction[None] * (best > self.cfg.floor)
+        return torch.from_numpy(corr.astype(np.float32)), got, cell
+
+    @torch.no_grad()
+    def predict(self, z: torch.Tensor, action: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+        """One corrected step: z (B, d), action (B, A), dt (B,) seconds -> (B, d)."""
+        base = self.model.predictor.step(z, action, dt)
+        return base + self.correction(z, action)[0]
+
+    @torch.no_grad()
+    def rollout(self, z0: torch.Tensor, actions: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+        """Corrected open-loop rollout: z0 (B, d), actions (B, K, A), dt (B, K) -> (B, K, d)."""
+        out, z = [], z0
+        for k in range(actions.shape[1]):
+            z = self.predict(z, actions[:, k], dt[:, k])
+            out.append(z)
+        return torch.stack(out, 1)
+
+    @torch.no_grad()
+    def observe(self, z_prev: torch.Tensor, action: torch.Tensor, dt: torch.Tensor, z_now: torch.Tensor):
+        """The tick's outcome (batch 1): credit the correction that was made for it, write the residual.
+        Returns (base error, corrected error), mean squares in z."""
+        base = self.model.predictor.step(z_prev, action, dt)
+        corr, got, cell = self.correction(z_prev, action, probe=False)
+        base_err = float((base - z_now).pow(2).mean())
+        corr_err = float((base + corr - z_now).pow(2).mean())
+        if got is not None:
+            self.memory.credit(cell, got, max(0.0, base_err - corr_err) / (base_err + 1e-9))
+        self.memory.write(self.key(z_prev, action)[0], (z_now - base)[0].numpy())
+        self.memory.tick()
+        self.memory.maintain(self.cfg.maintenance_s)
+        self.writes += 1
+        return base_err, corr_err
+
+    @torch.no_grad()
+    def rebase(self, old_step, new_step) -> None:
+        """The transition changed (the slow learner swapped weights in): stored residuals were relative to
+        the old one, so each becomes z_next - f_new = r + f_old - f_new at its key (at the nominal tick)."""
+        d = self.d
+        for cell in self.memory.leaves():
+            store = cell.store
+            slots = np.flatnonzero(store.used)
+            if not len(slots):
+                continue
+            keys = torch.from_numpy(store.keys[slots])
+            z, a = keys[:, :d], keys[:, d:]
+            dt = torch.full((len(slots),), TICK_S)
+            shift = (old_step(z, a, dt) - new_step(z, a, dt)).numpy()
+            store.values[slots] += shift
+            cell.correction += shift.mean(0)

@@ -1,0 +1,99 @@
+"""Online adaptation, both speeds behind one object the runtime calls once per tick.
+
+`observe(z_prev, a, dt, z_now)` after each tick: the fast path writes the memory (fast.py), the slow learner
+records the tick and, when a round is due, runs it (on a thread with `background=True`); a finished round's
+weights are applied here, between ticks, unless the dynamics lock forbids it, and the memory's residuals are
+re-based onto the new transition. `predict` and `rollout` are what the planner and the dashboard use.
+`status()` is what the live status shows.
+"""
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+
+from runtime.adapt.fast import FastAdapter, FastConfig
+from runtime.adapt.learner import BackgroundLearner, LearnerConfig, LearnerEvent, SlowLearner
+from runtime.adapt.lock import DynamicsLock
+
+VARIANTS = {"none": (False, False), "memory": (True, False), "learner": (False, True), "both": (True, True)}
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    memory: bool = True
+    learner: bool = True
+    background: bool = False  # run learner rounds on a thread (live); False runs them in `observe` (eval)
+    fast: FastConfig = field(default_factory=FastConfig)
+    slow: LearnerConfig = field(default_factory=LearnerConfig)
+
+    @classmethod
+    def variant(cls, name: str, **kw) -> "AdaptConfig":
+        if name not in VARIANTS:
+            raise ValueError(f"unknown adaptation variant {name!r}; valid: {', '.join(VARIANTS)}")
+        memory, learner = VARIANTS[name]
+        return cls(memory=memory, learner=learner, **kw)
+
+
+class OnlineAdapter:
+    def __init__(self, model, cfg: AdaptConfig = AdaptConfig(), lock: DynamicsLock | None = None):
+        self.model, self.cfg, self.lock = model, cfg, lock
+        self.fast = FastAdapter(model, cfg.fast) if cfg.memory else None
+        self.learner = SlowLearner(model, cfg.slow) if cfg.learner else None
+        self.background = BackgroundLearner(self.learner) if self.learner and cfg.background else None
+        self.events: list[LearnerEvent] = []
+
+    @property
+    def memory_writes(self) -> bool:
+        return self.lock is None or not self.lock.locked or self.lock.memory_writes
+
+    def observe(self, z_prev: torch.Tensor, action: torch.Tensor, dt: torch.Tensor, z_now: torch.Tensor):
+        """One tick's outcome (batch 1). Returns the learner event applied this tick, if any."""
+        if self.fast is not None and self.memory_writes:
+            self.fast.observe(z_prev, action, dt, z_now)
+        if self.learner is None:
+            return None
+        self.learner.observe(z_prev, action, dt, z_now)
+        if self.background is not None:
+            result = self.background.poll()
+            if self.learner.due():
+                self.background.kick()
+        else:
+            result = self.learner.round() if self.learner.due() else None
+        return None if result is None else self._apply(*result)
+
+    def _apply(self, event: LearnerEvent, weights) -> LearnerEvent:
+        locked = self.lock is not None and not self.lock.permits_weight_change
+        old = copy.deepcopy(self.model.predictor) if weights is not None and not locked else None
+        event = self.learner.apply(event, weights, locked)
+        if old is not None and self.fast is not None:
+            self.fast.rebase(old.step, self.model.predictor.step)
+        self.events.append(event)
+        return event
+
+    @torch.no_grad()
+    def predict(self, z: torch.Tensor, action: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+        if self.fast is not None:
+            return self.fast.predict(z, action, dt)
+        return self.model.predictor.step(z, action, dt)
+
+    @torch.no_grad()
+    def rollout(self, z0: torch.Tensor, actions: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+        if self.fast is not None:
+            return self.fast.rollout(z0, actions, dt)
+        return self.model.rollout(z0, actions, dt)
+
+    def status(self) -> dict:
+        memory = self.fast.memory if self.fast is not None else None
+        kinds = [e.kind for e in self.events]
+        return {
+            "memory_entries": len(memory) if memory else 0,
+            "crystallized": memory.crystallized if memory else 0,
+            "cells": len(memory.cells) if memory else 0,
+            "splits": memory.splits if memory else 0,
+            "swaps": kinds.count("swapped"),
+            "rejected": kinds.count("rejected"),
+            "rolled_back": kinds.count("rolled_back"),
+            "refused_locked": kinds.count("locked"),
+            "lock": "none" if self.lock is None else ("locked" if self.lock.locked else "open"),
+        }

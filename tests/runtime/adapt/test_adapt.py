@@ -1,0 +1,191 @@
+"""Online adaptation on the shipped model's transition: memory corrections act in the tick they are written,
+the learner swaps only what validates and rolls back what stops validating, the dynamics lock refuses
+changed weights at start, during a run and from the learner."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from runtime.adapt.fast import FastAdapter
+from runtime.adapt.learner import LearnerConfig, SlowLearner
+from runtime.adapt.lock import DynamicsLock, LockError, LockWatch
+from runtime.adapt.online import AdaptConfig, OnlineAdapter
+from runtime.world_model import checkpoint
+
+DT = torch.tensor([1 / 30])
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    model, _ = checkpoint.load(checkpoint.DEFAULT_CHECKPOINT)
+    return model
+
+
+@pytest.fixture
+def model(shipped):
+    return copy.deepcopy(shipped)
+
+
+def _states(n: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 32, generator=g) * 0.5, torch.randn(n, 5, generator=g) * 0.3
+
+
+def _weights(module) -> dict:
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def _same(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+@torch.no_grad()
+def test_a_memory_correction_acts_in_the_tick_it_is_written(model):
+    """The world adds an offset c to every transition: one observed tick later, the prediction for that
+    state and action carries c; the transition's own prediction does not."""
+    fast = FastAdapter(model)
+    z, a = _states(1)
+    offset = torch.full((1, 32), 0.3)
+    truth = model.predictor.step(z, a, DT) + offset
+    assert (fast.predict(z, a, DT) - truth).abs().max() > 0.29
+    fast.observe(z, a, DT, truth)
+    torch.testing.assert_close(fast.predict(z, a, DT), truth, atol=1e-4, rtol=0)
+    assert (model.predictor.step(z, a, DT) - truth).abs().max() > 0.29
+    rolled = fast.rollout(z, a[:, None].expand(1, 3, 5), DT.expand(1, 3))
+    assert rolled.shape == (1, 3, 32) and torch.isfinite(rolled).all()
+
+
+def _feed(learner, model, source, n: int, seed: int) -> None:
+    """n ticks whose outcome is `source`'s transition from random states and actions."""
+    z, a = _states(n, seed)
+    with torch.no_grad():
+        nxt = source.step(z, a, DT.expand(n))
+    for i in range(n):
+        learner.observe(z[i : i + 1], a[i : i + 1], DT, nxt[i : i + 1])
+
+
+def test_the_learner_swaps_in_what_validates_and_rejects_what_does_not(model):
+    """Ticks from a different transition (the world changed): the fine-tuned copy validates and is swapped
+    in. Ticks from the live transition itself: nothing to gain, the copy is rejected, weights untouched."""
+    cfg = LearnerConfig(min_ticks=64, steps=40)
+    learner = SlowLearner(model, cfg)
+    world = copy.deepcopy(model.predictor)
+    with torch.no_grad():
+        world.transition.b.mul_(-1.0)  # actions push the other way
+    _feed(learner, model, world, 300, seed=1)
+    before = _weights(model.predictor)
+    event, weights = learner.round()
+    assert event.kind == "swapped" and event.candidate_error < 0.98 * event.live_error
+    learner.apply(event, weights, locked=False)
+    assert not _same(before, _weights(model.predictor)) and learner.previous is not None
+
+    same = SlowLearner(copy.deepcopy(model), cfg)
+    _feed(same, same.model, same.model.predictor, 300, seed=2)
+    before = _weights(same.model.predictor)
+    event, weights = same.round()
+    assert event.kind == "rejected" and weights is None
+    same.apply(event, weights, locked=False)
+    assert _same(before, _weights(same.model.predictor))
+
+
+def test_the_learner_rolls_back_a_swap_that_stops_validating(model):
+    """After a swap, the world turns out to be the old one: the replaced weights validate better on ticks
+    neither trained on, and the next round restores them exactly."""
+    original = _weights(model.predictor)
+    learner = SlowLearner(model, LearnerConfig(window=300, min_ticks=64, steps=40))
+    world = copy.deepcopy(model.predictor)
+    with torch.no_grad():
+        world.transition.b.mul_(-1.0)
+    _feed(learner, model, world, 300, seed=3)
+    event, weights = learner.round()
+    learner.apply(event, weights, locked=False)
+    assert event.kind == "swapped"
+    reference = copy.deepcopy(model.predictor)
+    reference.load_state_dict(original)
+    _feed(learner, model, reference, 300, seed=4)  # the window now holds only the original world
+    event, weights = learner.round()
+    assert event.kind == "rolled_back"
+    learner.apply(event, weights, locked=False)
+    assert _same(original, _weights(model.predictor)) and learner.previous is None
+
+
+def test_a_locked_runtime_refuses_weight_changes_but_may_still_learn_in_memory(model):
+    lock = DynamicsLock.seal(model.predictor, locked=True, memory_writes=True)
+    adapter = OnlineAdapter(model, AdaptConfig(slow=LearnerConfig(min_ticks=64, every=300, steps=40)), lock)
+    world = copy.deepcopy(model.predictor)
+    with torch.no_grad():
+        world.transition.b.mul_(-1.0)
+    before = _weights(model.predictor)
+    z, a = _states(300, seed=5)
+    with torch.no_grad():
+        nxt = world.step(z, a, DT.expand(300))
+    events = [adapter.observe(z[i : i + 1], a[i : i + 1], DT, nxt[i : i + 1]) for i in range(300)]
+    assert [e.kind for e in events if e is not None] == ["locked"]  # the candidate would have swapped
+    assert _same(before, _weights(model.predictor))
+    lock.check(model.predictor)  # still the sealed weights
+    assert adapter.status()["memory_entries"] == 300 and adapter.status()["lock"] == "locked"
+
+    closed = OnlineAdapter(
+        model, AdaptConfig(learner=False), DynamicsLock.seal(model.predictor, memory_writes=False)
+    )
+    closed.observe(z[:1], a[:1], DT, nxt[:1])
+    assert closed.status()["memory_entries"] == 0
+
+
+def test_tampered_weights_are_refused_at_start_and_trip_the_watch_at_run_time(model, tmp_path):
+    lock = DynamicsLock.seal(model.predictor)
+    path = tmp_path / "lock.json"
+    lock.save(path)
+    again = DynamicsLock.load(path)
+    again.check(model.predictor)
+    other = DynamicsLock.seal(model.predictor)
+    assert other.salt_hex != lock.salt_hex and other.sha256 != lock.sha256  # salted
+
+    tampered = copy.deepcopy(model.predictor)
+    with torch.no_grad():
+        next(tampered.parameters()).view(-1)[0] += 1e-6  # one weight, one ulp-scale nudge
+    with pytest.raises(LockError, match="do not match"):
+        again.check(tampered)
+
+    reasons = []
+    watch = LockWatch(again, model.predictor, reasons.append, recheck_ticks=5)
+    assert all(watch.tick() for _ in range(5))
+    with torch.no_grad():
+        next(model.predictor.parameters()).view(-1)[0] += 1e-6
+    results = [watch.tick() for _ in range(10)]
+    assert results[:4] == [True] * 4 and not any(results[4:])  # tripped at the next re-check
+    assert len(reasons) == 1 and "protective stop" in reasons[0]
+
+    path.write_text("{not json")
+    with pytest.raises(LockError, match="unreadable"):
+        DynamicsLock.load(path)
+
+
+def test_variants_name_what_they_run(model):
+    for name, (memory, learner) in {
+        "none": (0, 0),
+        "memory": (1, 0),
+        "learner": (0, 1),
+        "both": (1, 1),
+    }.items():
+        adapter = OnlineAdapter(model, AdaptConfig.variant(name))
+        assert (adapter.fast is not None, adapter.learner is not None) == (bool(memory), bool(learner))
+    with pytest.raises(ValueError, match="unknown adaptation variant"):
+        AdaptConfig.variant("all")
+
+
+def test_recovery_is_the_start_of_a_sustained_return_to_the_old_error():
+    """A calm start after the shift does not count as recovered; the return after the lapse does; an error
+    that never comes back is capped at the phase length."""
+    from runtime.adapt.evaluation import scores
+
+    phase = np.r_[np.zeros(100), np.ones(300), np.full(100, 2)].astype(int)
+    err = np.ones(500)
+    err[110:200] = 3.0  # 10 calm ticks, then bad until 100 ticks into the shift
+    got = scores(err, phase, smooth=15, hold=60)
+    assert 100 <= got["recovery_ticks"] <= 115 and got["forget_ratio"] == 1.0
+    assert got["post_ratio"] == pytest.approx((10 + 90 * 3 + 200) / 300)
+    err[100:] = 3.0
+    assert scores(err, phase, smooth=15, hold=60)["recovery_ticks"] == 300
