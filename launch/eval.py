@@ -1,5 +1,6 @@
 """Evaluations on held-out data: `python -m launch.eval worldmodel --json results/eval-worldmodel.json`,
-`python -m launch.eval memory --json results/eval-memory.json`.
+`python -m launch.eval memory --json results/eval-memory.json`,
+`python -m launch.eval adapt --json results/eval-adapt.json`.
 
 worldmodel:
 
@@ -125,14 +126,20 @@ def _dt_ablation(model, probe, episodes, window, cfg, res) -> None:
 
 
 @dataclass
-class MemoryEval:
-    """A cell's store against exact nearest-neighbour and modern-Hopfield stores: recall from partial cues,
-    capacity, audio-only cues for stored camera latents (runtime/memory/evaluation.py)."""
+class OnOneModel:
+    """Options of the evaluations that run one world model."""
 
     json: Path | None = None
     """Write the report here."""
     checkpoint: Path | None = None
-    """World model whose latents are stored (default: the shipped one)."""
+    """World-model checkpoint (default: the shipped one)."""
+
+
+@dataclass
+class MemoryEval(OnOneModel):
+    """A cell's store against exact nearest-neighbour and modern-Hopfield stores: recall from partial cues,
+    capacity, audio-only cues for stored camera latents (runtime/memory/evaluation.py)."""
+
     heldout: Path = Path("data/heldout")
     """Episodes the entries come from."""
     capacity: int = 4096
@@ -158,8 +165,64 @@ def run_memory(cfg: MemoryEval, console: Console) -> Report:
     return report
 
 
-COMMANDS = {"worldmodel": WorldModelEval, "memory": MemoryEval}
-RUNNERS = {WorldModelEval: run, MemoryEval: run_memory}
+@dataclass
+class AdaptEval(OnOneModel):
+    """Prediction error through a change of the world's rules and back (action sign flip on the shoulder,
+    cube mass x4, friction x0.3, actuator gain x0.5), for no adaptation, memory only, learner only and both
+    (runtime/adapt/evaluation.py)."""
+
+    train_data: Path = Path("data/train")
+    """Episodes the decoding probe is fitted on."""
+    probe_episodes: int = 40
+    phase: int = 4
+    """Episodes per phase (nominal, shifted, nominal), each `episode_seconds` long."""
+    episode_seconds: float = 8.0
+    shifts: tuple[str, ...] = ("flip", "mass", "friction", "gain")
+    seed: int = 200_000
+
+
+ADAPT_TARGETS = {
+    **{f"{s}_recovery_ticks_both": ("<=", 50.0) for s in ("flip", "mass")},
+    **{f"{s}_post_ratio_both": ("<=", 1.5) for s in ("flip", "mass", "friction", "gain")},
+    **{f"{s}_forget_ratio_both": ("<=", 1.2) for s in ("flip", "mass", "friction", "gain")},
+    **{f"{s}_none_over_both_post": (">=", 2.0) for s in ("flip", "mass", "friction", "gain")},
+}
+
+
+def run_adapt(cfg: AdaptEval, console: Console) -> Report:
+    from rich.progress import Progress
+
+    from runtime.adapt import evaluation as adapt
+
+    unknown = sorted(set(cfg.shifts) - set(adapt.SHIFTS))
+    if unknown:
+        raise SystemExit(f"launch.eval adapt: unknown shifts {unknown}; valid: {', '.join(adapt.SHIFTS)}")
+    torch.set_num_threads(2)
+    model, manifest = checkpoint.load(cfg.checkpoint or checkpoint.DEFAULT_CHECKPOINT)
+    probe = adapt.fit_probe(model, Episodes(cfg.train_data, cfg.probe_episodes).episodes)
+    ecfg = adapt.AdaptEvalConfig(phase=cfg.phase, episode_seconds=cfg.episode_seconds, seed=cfg.seed)
+    targets = {k: v for k, v in ADAPT_TARGETS.items() if k.split("_")[0] in cfg.shifts}
+    report = Report("eval-adapt", config={k: str(v) for k, v in vars(cfg).items()}, targets=targets)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("adaptation", total=len(cfg.shifts) * (3 * cfg.phase + len(adapt.VARIANTS)))
+        results, details = adapt.evaluate(
+            model,
+            probe,
+            ecfg,
+            cfg.shifts,
+            lambda shift, what: bar.update(task, advance=1, description=f"{shift}: {what}"),
+        )
+    for shift in cfg.shifts:
+        results[f"{shift}_none_over_both_post"] = (
+            results[f"{shift}_post_ratio_none"] / results[f"{shift}_post_ratio_both"]
+        )
+    report.results.update(results)
+    report.details.update(details, checkpoint_command=manifest.get("command"))
+    return report
+
+
+COMMANDS = {"worldmodel": WorldModelEval, "memory": MemoryEval, "adapt": AdaptEval}
+RUNNERS = {WorldModelEval: run, MemoryEval: run_memory, AdaptEval: run_adapt}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -174,3 +174,23 @@ def test_eval_memory_scores_ours_and_both_baselines(trained, tmp_path):
         cos = [results[f"recall_cos_mask{m}{suffix}"] for m in (25, 50, 75)]
         assert all(-1 <= c <= 1 for c in cos) and cos[0] >= cos[2] - 0.01
         assert 0 <= results[f"capacity_at_095{suffix}"] <= 256
+
+
+@pytest.mark.timeout(600)
+def test_eval_adapt_reports_every_variant_for_a_shift(trained, tmp_path):
+    """`launch.eval adapt` on one short shift: the issue's keys for all four variants, finite, with the
+    targets for `both`; the learner and memory status per variant in details."""
+    out = tmp_path / "adapt.json"
+    proc = run(
+        "launch.eval", "adapt", "--train-data", str(trained / "train"), "--probe-episodes", "4",
+        "--phase", "1", "--episode-seconds", "3", "--shifts", "flip", "--json", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    results = report["results"]
+    for variant in ("none", "memory", "learner", "both"):
+        for key in ("recovery_ticks", "post_ratio", "forget_ratio"):
+            assert math.isfinite(results[f"flip_{key}_{variant}"])
+    assert report["targets"]["flip_post_ratio_both"] == {"op": "<=", "value": 1.5}
+    assert report["details"]["flip_status_memory"]["memory_entries"] > 0
+    assert report["details"]["flip_status_none"]["memory_entries"] == 0
