@@ -135,10 +135,16 @@ class StreamMonitor:
         step = step[np.isfinite(step)]
         p50, p99 = np.percentile(step, [50, 99]) if step.size else (np.nan, np.nan)
         last = rows[-1]
+        lock = {-1: "none", 0: "open", 1: "locked", 2: "TRIPPED (actuators stopped)"}.get(
+            int(last[col["lock"]]), "?"
+        )
         return (
             f"World model: step p50 {p50:.2f} ms p99 {p99:.2f} ms, energy {last[col['energy']]:.3g}, "
             f"1-tick prediction error {np.nanmean(rows[:, col['pred_err']]):.3g}, "
-            f"dt_eff clamped {last[col['dt_clamped']]:.0f}, ticks refused {last[col['refused']]:.0f}"
+            f"dt_eff clamped {last[col['dt_clamped']]:.0f}, ticks refused {last[col['refused']]:.0f}\n"
+            f"Adaptation: memory {last[col['memory_entries']]:.0f} entries, "
+            f"{last[col['crystallized']]:.0f} crystallized, "
+            f"learner swaps {last[col['swaps']]:.0f}, lock {lock}"
         )
 
     def vsync_table(self) -> Table:

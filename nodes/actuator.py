@@ -4,6 +4,9 @@ Every action is checked before it is forwarded: non-finite values are refused (a
 clamped to the action limits (counted, never silent). A watchdog holds the last safe command when no action
 has arrived for `watchdog_s`, and says so once per lapse. Commands go out at the node's rate as
 `actuator/command`, so the robot always has a fresh one.
+
+A message on a `stop_topics` topic (default `brain/stop`, sent when the dynamics lock trips) is a protective
+stop: the last safe command is held and every later action is refused (counted) until the node restarts.
 """
 
 import logging
@@ -37,13 +40,26 @@ class ActuatorNode(Node):
             "rejected_shape": 0,
             "clamped": 0,
             "watchdog_trips": 0,
+            "refused_stopped": 0,
         }
-        self.action_topics = set(self.spec.subscribes)
+        self.stop_topics = set(p.get("stop_topics", ["brain/stop"]))
+        self.action_topics = set(self.spec.subscribes) - self.stop_topics
+        self.stopped = False
 
     def step(self) -> None:
         now_s = now_ns() / 1e9
         for msg in self.receive(0.0):
+            if msg.topic in self.stop_topics:
+                if not self.stopped:
+                    log.error(
+                        "actuator: protective stop from %s: holding position, refusing actions", msg.topic
+                    )
+                self.stopped = True
+                continue
             if msg.topic not in self.action_topics:
+                continue
+            if self.stopped:
+                self.stats["refused_stopped"] += 1
                 continue
             action = np.asarray(msg.data, dtype=np.float64)
             if action.shape != self.low.shape:
@@ -64,6 +80,7 @@ class ActuatorNode(Node):
                 log.info("actuator: actions resumed")
         if (
             self.last_action_s is not None
+            and not self.stopped
             and not self.holding
             and now_s - self.last_action_s > self.watchdog_s
         ):

@@ -7,12 +7,19 @@ for the dashboard. The loop blocks on its inputs and the scheduler's next deadli
 
 Each tick then goes through the world model (`world_model` param: `default` for the shipped checkpoint, a
 checkpoint directory, or `none`): one streaming step, its time, the backbone's energy and the one-tick
-prediction error, published per tick on `brain/model` (`runtime/world_model/live.py`). Memory and the planner
-follow (issues 6 and 7).
+prediction error, published per tick on `brain/model` (`runtime/world_model/live.py`).
+
+Online adaptation (`adapt` param: `both`, the default, `memory`, `learner` or `none`; runtime/adapt) runs on
+every tick, the learner's rounds on a background thread. `lock`: a dynamics-lock record (JSON, made by
+`runtime.adapt.lock.DynamicsLock.seal`) or none; a locked brain refuses to start from other weights, applies
+no weight changes, and on a mismatch at run time publishes `brain/stop` (the actuator's protective stop).
+The planner follows (issue 7).
 """
 
 import logging
 import time
+
+import numpy as np
 
 from nodes.node import Node
 from runtime.clock import now_ns
@@ -49,8 +56,35 @@ def world_model_path(params: dict):
     return path
 
 
+def adapt_config(params: dict):
+    """The `adapt` param as an AdaptConfig (learner on a thread), or None; raises ValueError naming it."""
+    choice = str(params.get("adapt", "both"))
+    if choice == "none":
+        return None
+    from runtime.adapt.online import VARIANTS, AdaptConfig
+
+    if choice not in VARIANTS:
+        raise ValueError(f"`adapt` must be one of {', '.join(VARIANTS)}, got {choice!r}")
+    return AdaptConfig.variant(choice, background=True)
+
+
+def lock_record(params: dict):
+    """The `lock` param's DynamicsLock, or None; raises ValueError if unreadable."""
+    path = params.get("lock")
+    if path in (None, "none"):
+        return None
+    from runtime.adapt.lock import DynamicsLock, LockError
+
+    try:
+        return DynamicsLock.load(path)
+    except LockError as exc:
+        raise ValueError(f"`lock`: {exc}") from None
+
+
 def check_params(params: dict, graph: Graph) -> None:
     """Called by launch entry points before any process starts."""
+    adapt_config(params)
+    lock_record(params)
     config = vsync_config(params, graph)
     if world_model_path(params) is not None and len(config.streams) != 4:
         raise ValueError(
@@ -70,8 +104,16 @@ class BrainNode(Node):
         if path is not None:
             from runtime.world_model.live import LiveWorldModel  # torch only where a model runs
 
-            self.world_model = LiveWorldModel(path)
+            self.world_model = LiveWorldModel(
+                path, adapt=adapt_config(self.params), lock=lock_record(self.params), on_violation=self.stop
+            )
             log.info("brain: world model %s (%s)", path, self.world_model.manifest.get("command"))
+
+    def stop(self, reason: str) -> None:
+        """The dynamics lock tripped: a protective stop of the actuators, and the reason in the log."""
+        log.error("brain: %s", reason)
+        if "brain/stop" in self.spec.publishes:
+            self.publish("brain/stop", np.ones(1, np.float32), now_ns())
 
     def step(self) -> None:
         deadline = self.vsync.next_deadline_ns()
@@ -114,6 +156,8 @@ class BrainNode(Node):
                 wm.refused,
                 wm.model.dt_clamped,
             )
+            if wm.adapter is not None:
+                log.info("brain: adaptation %s", wm.adapter.status())
 
 
 NODE = BrainNode

@@ -4,6 +4,12 @@ Keeps the belief state and the previous latent, so each tick also scores the mod
 (the previous z rolled forward under this tick's action and dt) against the latent this tick gives (the
 training objective's one-step term, live): the prediction error the dashboard shows. A tick the model
 refuses (a wrong shape) is counted and skipped, and the belief carries on from its last state.
+
+With an `OnlineAdapter` (runtime/adapt), the prediction is the adapted one and each tick's outcome is
+observed by it (memory written, learner fed); the row then carries the memory's size, its crystallized
+entries, the learner's swaps and the lock's state. With a dynamics lock, the weights are checked before the
+first tick (a mismatch refuses to start) and every `recheck_ticks`; a mismatch at run time calls
+`on_violation` (the brain stops the actuators) and the model stops stepping.
 """
 
 import time
@@ -15,11 +21,31 @@ import torch
 from runtime.world_model import checkpoint
 from runtime.world_model.data import tick_fields
 
-MODEL_COLUMNS = ("step_ms", "energy", "pred_err", "z_norm", "dt_clamped", "refused")
+MODEL_COLUMNS = (
+    "step_ms",
+    "energy",
+    "pred_err",
+    "z_norm",
+    "dt_clamped",
+    "refused",
+    "memory_entries",
+    "crystallized",
+    "swaps",
+    "lock",  # -1 no lock, 0 open, 1 locked, 2 tripped
+)
 
 
 class LiveWorldModel:
-    def __init__(self, directory: Path | str | None = None, threads: int = 1):
+    def __init__(
+        self,
+        directory: Path | str | None = None,
+        threads: int = 1,
+        adapt=None,
+        lock=None,
+        on_violation=None,
+        recheck_ticks: int = 300,
+    ):
+        """`adapt`: an `AdaptConfig` (None: no adaptation); `lock`: a `DynamicsLock` for the transition."""
         torch.set_num_threads(threads)
         self.model, self.manifest = checkpoint.load(
             Path(directory) if directory else checkpoint.DEFAULT_CHECKPOINT
@@ -28,13 +54,28 @@ class LiveWorldModel:
         self.z = None
         self.refused = 0
         self.ticks = 0
+        self.lock, self.watch, self.adapter = lock, None, None
+        if lock is not None:
+            from runtime.adapt.lock import LockWatch
+
+            lock.check(self.model.predictor)  # refuses to start from weights that are not the sealed ones
+            self.watch = LockWatch(
+                lock, self.model.predictor, on_violation or (lambda _: None), recheck_ticks
+            )
+        if adapt is not None:
+            from runtime.adapt.online import OnlineAdapter
+
+            self.adapter = OnlineAdapter(self.model, adapt, lock)
 
     def step(self, tick) -> np.ndarray:
         """One V-sync tick -> the MODEL_COLUMNS row for it."""
+        if self.watch is not None and not self.watch.tick():
+            self.refused += 1  # tripped: nothing runs on weights that are not the sealed ones
+            return self.row(np.nan, np.nan, np.nan, np.nan)
         fields = tick_fields(tick, self.model.cfg.image_size)
         x = {k: torch.from_numpy(np.asarray(v))[None] for k, v in fields.items()}
         t0 = time.perf_counter()
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: the learner's weights must stay trainable
             try:
                 state, z, aux = self.model.step(self.state, x)
             except ValueError:
@@ -42,7 +83,12 @@ class LiveWorldModel:
                 return self.row(np.nan, np.nan, np.nan, np.nan)
             err = np.nan
             if self.z is not None:
-                pred = self.model.rollout(self.z, x["action"][:, None], x["dt_eff"][:, None].float())[:, 0]
+                action, dt = x["action"], x["dt_eff"].float()
+                if self.adapter is not None:
+                    pred = self.adapter.predict(self.z, action, dt)
+                    self.adapter.observe(self.z, action, dt, z)
+                else:
+                    pred = self.model.rollout(self.z, action[:, None], dt[:, None])[:, 0]
                 err = float((pred - z).pow(2).mean())
         self.state, self.z = state, z
         self.ticks += 1
@@ -50,4 +96,20 @@ class LiveWorldModel:
         return self.row((time.perf_counter() - t0) * 1e3, energy, err, float(z.norm()))
 
     def row(self, step_ms: float, energy: float, err: float, z_norm: float) -> np.ndarray:
-        return np.array([step_ms, energy, err, z_norm, self.model.dt_clamped, self.refused], np.float64)
+        status = self.adapter.status() if self.adapter is not None else {}
+        lock = -1 if self.lock is None else 2 if self.watch.tripped else int(self.lock.locked)
+        return np.array(
+            [
+                step_ms,
+                energy,
+                err,
+                z_norm,
+                self.model.dt_clamped,
+                self.refused,
+                status.get("memory_entries", 0),
+                status.get("crystallized", 0),
+                status.get("swaps", 0),
+                lock,
+            ],
+            np.float64,
+        )

@@ -1,4 +1,5 @@
-"""The actuator node as a real process: safe forwarding, NaN refusal, clamping, watchdog hold."""
+"""The actuator node as a real process: safe forwarding, NaN refusal, clamping, watchdog hold, protective
+stop."""
 
 import subprocess
 import sys
@@ -34,6 +35,7 @@ def test_actuator_forwards_safe_actions_refuses_nan_and_holds_on_watchdog(tmp_pa
     graph = load_graph(graph_file)
     run_dir = Path(tmp_path)
     expert = Publisher(graph.nodes["expert"].endpoint(run_dir), "expert")
+    brain = Publisher(graph.nodes["brain"].endpoint(run_dir), "brain")  # the protective stop's sender
     log_file = open(tmp_path / "actuator.log", "wb")
     proc = subprocess.Popen(
         [
@@ -56,9 +58,11 @@ def test_actuator_forwards_safe_actions_refuses_nan_and_holds_on_watchdog(tmp_pa
         deadline = time.monotonic() + 20
         while not sub.wait_ready(0.1) and time.monotonic() < deadline:
             expert.service()
-        end = time.monotonic() + 2  # let the actuator's own handshake with "expert" complete
+            brain.service()
+        end = time.monotonic() + 2  # let the actuator's own handshakes with "expert" and "brain" complete
         while time.monotonic() < end:
             expert.service()
+            brain.service()
             time.sleep(0.01)
         good = np.array([0.1, 0.5, 1.0, 0.9, -1.0], np.float32)
         expert.publish("expert/action", "action", good, time.monotonic_ns())
@@ -75,9 +79,16 @@ def test_actuator_forwards_safe_actions_refuses_nan_and_holds_on_watchdog(tmp_pa
         held = _commands(sub, 0.6)  # also crosses the 0.3 s watchdog
         assert held and all(np.isfinite(c).all() for c in held)
         np.testing.assert_allclose(held[-1], last)
+
+        brain.publish("brain/stop", "state", np.ones(1, np.float32), time.monotonic_ns())
+        time.sleep(0.2)
+        expert.publish("expert/action", "action", good, time.monotonic_ns())  # refused: stopped
+        stopped = _commands(sub, 0.3)
+        assert stopped and all(np.allclose(c, last) for c in stopped)
     finally:
         sub.close()
         expert.close()
+        brain.close()
         proc.terminate()
         proc.wait(5)
         log_file.close()
@@ -85,3 +96,4 @@ def test_actuator_forwards_safe_actions_refuses_nan_and_holds_on_watchdog(tmp_pa
     assert "refused a non-finite action" in text
     assert "holding the last safe command" in text
     assert "'clamped': 1" in text and "'rejected_nonfinite': 1" in text
+    assert "protective stop from brain/stop" in text and "'refused_stopped': 1" in text
