@@ -10,9 +10,10 @@ checkpoint directory, or `none`): one streaming step, its time, the backbone's e
 prediction error, published per tick on `brain/model` (`runtime/world_model/live.py`).
 
 Online adaptation (`adapt` param: `both`, the default, `memory`, `learner` or `none`; runtime/adapt) runs on
-every tick, the learner's rounds on a background thread. `lock`: a dynamics-lock record (JSON, made by
-`runtime.adapt.lock.DynamicsLock.seal`) or none; a locked brain refuses to start from other weights, applies
-no weight changes, and on a mismatch at run time publishes `brain/stop` (the actuator's protective stop).
+every tick, the learner's rounds two Adam steps per tick in the idle time after it. `lock`: a dynamics-lock
+record (JSON, made by `runtime.adapt.lock.DynamicsLock.seal`) or none; a locked brain refuses to start from
+other weights, applies no weight changes, and on a mismatch at run time publishes `brain/stop` (the
+actuator's protective stop).
 The planner follows (issue 7).
 """
 
@@ -57,7 +58,7 @@ def world_model_path(params: dict):
 
 
 def adapt_config(params: dict):
-    """The `adapt` param as an AdaptConfig (learner on a thread), or None; raises ValueError naming it."""
+    """The `adapt` param as an AdaptConfig (learner steps spread over ticks), or None; raises ValueError."""
     choice = str(params.get("adapt", "both"))
     if choice == "none":
         return None
@@ -65,7 +66,7 @@ def adapt_config(params: dict):
 
     if choice not in VARIANTS:
         raise ValueError(f"`adapt` must be one of {', '.join(VARIANTS)}, got {choice!r}")
-    return AdaptConfig.variant(choice, background=True)
+    return AdaptConfig.variant(choice, steps_per_tick=2)
 
 
 def lock_record(params: dict):

@@ -1,9 +1,10 @@
 """Online adaptation, both speeds behind one object the runtime calls once per tick.
 
 `observe(z_prev, a, dt, z_now)` after each tick: the fast path writes the memory (fast.py), the slow learner
-records the tick and, when a round is due, runs it (on a thread with `background=True`); a finished round's
-weights are applied here, between ticks, unless the dynamics lock forbids it, and the memory's residuals are
-re-based onto the new transition. `predict` and `rollout` are what the planner and the dashboard use.
+records the tick and, when a round is due, runs it: whole (evaluation), or `steps_per_tick` Adam steps per
+tick in the idle time after it (live); a finished round's weights are applied here, between ticks, unless
+the dynamics lock forbids it, and the memory's residuals are re-based onto the new transition.
+`predict` and `rollout` are what the planner and the dashboard use.
 `status()` is what the live status shows.
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from runtime.adapt.fast import FastAdapter, FastConfig
-from runtime.adapt.learner import BackgroundLearner, LearnerConfig, LearnerEvent, SlowLearner
+from runtime.adapt.learner import LearnerConfig, LearnerEvent, SlowLearner
 from runtime.adapt.lock import DynamicsLock
 
 VARIANTS = {"none": (False, False), "memory": (True, False), "learner": (False, True), "both": (True, True)}
@@ -23,7 +24,7 @@ VARIANTS = {"none": (False, False), "memory": (True, False), "learner": (False, 
 class AdaptConfig:
     memory: bool = True
     learner: bool = True
-    background: bool = False  # run learner rounds on a thread (live); False runs them in `observe` (eval)
+    steps_per_tick: int = 0  # learner Adam steps per tick (live); 0 runs a due round whole (evaluation)
     fast: FastConfig = field(default_factory=FastConfig)
     slow: LearnerConfig = field(default_factory=LearnerConfig)
 
@@ -40,7 +41,7 @@ class OnlineAdapter:
         self.model, self.cfg, self.lock = model, cfg, lock
         self.fast = FastAdapter(model, cfg.fast) if cfg.memory else None
         self.learner = SlowLearner(model, cfg.slow) if cfg.learner else None
-        self.background = BackgroundLearner(self.learner) if self.learner and cfg.background else None
+        self._round = None  # the round in progress, live
         self.events: list[LearnerEvent] = []
 
     @property
@@ -54,13 +55,18 @@ class OnlineAdapter:
         if self.learner is None:
             return None
         self.learner.observe(z_prev, action, dt, z_now)
-        if self.background is not None:
-            result = self.background.poll()
-            if self.learner.due():
-                self.background.kick()
-        else:
-            result = self.learner.round() if self.learner.due() else None
-        return None if result is None else self._apply(*result)
+        if not self.cfg.steps_per_tick:
+            return self._apply(*self.learner.round()) if self.learner.due() else None
+        if self._round is None and self.learner.due():
+            self._round = self.learner.rounds()
+        if self._round is not None:
+            try:
+                for _ in range(self.cfg.steps_per_tick):
+                    next(self._round)
+            except StopIteration as done:
+                self._round = None
+                return self._apply(*done.value)
+        return None
 
     def _apply(self, event: LearnerEvent, weights) -> LearnerEvent:
         locked = self.lock is not None and not self.lock.permits_weight_change

@@ -189,3 +189,25 @@ def test_recovery_is_the_start_of_a_sustained_return_to_the_old_error():
     assert got["post_ratio"] == pytest.approx((10 + 90 * 3 + 200) / 300)
     err[100:] = 3.0
     assert scores(err, phase, smooth=15, hold=60)["recovery_ticks"] == 300
+
+
+def test_a_round_spread_over_ticks_changes_weights_only_when_it_ends(model):
+    """Live, a round runs a few Adam steps per tick: the weights stay as they were until its last step,
+    then the validated copy is swapped in, in one piece."""
+    cfg = AdaptConfig(memory=False, steps_per_tick=5, slow=LearnerConfig(min_ticks=64, every=64, steps=40))
+    adapter = OnlineAdapter(model, cfg)
+    world = copy.deepcopy(model.predictor)
+    with torch.no_grad():
+        world.transition.b.mul_(-1.0)
+    z, a = _states(200, seed=6)
+    with torch.no_grad():
+        nxt = world.step(z, a, DT.expand(200))
+    before = _weights(model.predictor)
+    events = []
+    for i in range(200):
+        event = adapter.observe(z[i : i + 1], a[i : i + 1], DT, nxt[i : i + 1])
+        if event is not None:
+            events.append((i, event.kind))
+        if not events:
+            assert _same(before, _weights(model.predictor))
+    assert events and events[0] == (63 + 8, "swapped")  # due at tick 64 (index 63), 40 steps / 5 per tick
