@@ -1,0 +1,1 @@
+"""Planning (issue 7): latent MPC (CEM, MPPI) and the safety filter between any policy and any actuator."""

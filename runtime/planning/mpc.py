@@ -1,0 +1,143 @@
+"""Latent model-predictive control: CEM and MPPI over action sequences, batched, anytime, warm-started.
+
+`Planner.plan(z0, cost)` samples `candidates` action sequences of `horizon` steps around a mean plan, rolls
+them all out at once through the model's latent transition (`rollout(z0 (N, d), actions (N, H, A)) ->
+(N, H, d)`), scores them with `cost(z (N, H, d), actions (N, H, A)) -> (N,)`, and refits:
+- CEM: mean and std of the `elites` best;
+- MPPI: the exponentially weighted mean (temperature `temperature` on the cost's spread) and its std.
+It stops after `iterations` or at its deadline, whichever comes first, and returns the best sequence seen
+(anytime: a plan is always ready when the deadline arrives). The next call starts from this plan shifted by
+one step (warm start), so a tick refines rather than restarts. `LatentGoalCost` is the cost of issue 7:
+distance of the predicted q to a goal latent, action magnitude, action rate, and optionally energy.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+METHODS = ("cem", "mppi")
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    method: str = "cem"
+    candidates: int = 256
+    horizon: int = 10
+    iterations: int = 4
+    elites: int = 32  # CEM
+    temperature: float = 0.1  # MPPI, in units of the candidates' cost spread
+    init_std: float = 0.5
+    min_std: float = 0.05
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"`method` must be one of {METHODS}, got {self.method!r}")
+        for name in ("candidates", "horizon", "iterations", "elites"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}")
+        if self.elites > self.candidates:
+            raise ValueError(f"`elites` ({self.elites}) must not exceed `candidates` ({self.candidates})")
+        if not (self.temperature > 0 and self.init_std > 0 and 0 < self.min_std <= self.init_std):
+            raise ValueError("need temperature > 0 and 0 < min_std <= init_std")
+
+
+@dataclass
+class Plan:
+    actions: torch.Tensor  # (H, A): the best sequence found; actions[0] is the one to apply
+    cost: float
+    iterations: int  # completed before the deadline
+    seconds: float
+
+
+class Planner:
+    def __init__(
+        self,
+        cfg: PlannerConfig,
+        rollout: Callable,
+        low: torch.Tensor,
+        high: torch.Tensor,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
+        self.cfg, self.rollout, self.clock = cfg, rollout, clock
+        self.low, self.high = (
+            torch.as_tensor(low, dtype=torch.float32),
+            torch.as_tensor(high, dtype=torch.float32),
+        )
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.mean: torch.Tensor | None = None  # the previous plan, for the warm start
+
+    def reset(self) -> None:
+        self.mean = None
+
+    def _start(self) -> torch.Tensor:
+        h = self.cfg.horizon
+        if self.mean is None:
+            return ((self.low + self.high) / 2).expand(h, -1).clone()
+        return torch.cat((self.mean[1:], self.mean[-1:]), 0)  # shifted by the step just taken
+
+    @torch.no_grad()
+    def plan(self, z0: torch.Tensor, cost: Callable, deadline_s: float | None = None) -> Plan:
+        """z0 (d,) the latent now -> the best plan by the deadline (seconds from now; None: no deadline)."""
+        cfg = self.cfg
+        t0 = self.clock()
+        end = None if deadline_s is None else t0 + deadline_s
+        mean = self._start()
+        std = torch.full_like(mean, cfg.init_std) * (self.high - self.low) / 2
+        best, best_cost, done = mean.clone(), float("inf"), 0
+        z = z0.reshape(1, -1).expand(cfg.candidates, -1)
+        for _ in range(cfg.iterations):
+            noise = torch.randn((cfg.candidates, *mean.shape), generator=self.generator)
+            actions = torch.maximum(torch.minimum(mean + std * noise, self.high), self.low)
+            actions[0] = mean  # the current mean is always a candidate: a refit never loses it
+            costs = cost(self.rollout(z, actions), actions)
+            i = int(torch.argmin(costs))
+            if float(costs[i]) < best_cost:
+                best, best_cost = actions[i].clone(), float(costs[i])
+            mean, std = self._refit(actions, costs, std)
+            done += 1
+            if end is not None and self.clock() >= end:
+                break
+        self.mean = best
+        return Plan(best, best_cost, done, self.clock() - t0)
+
+    def _refit(self, actions: torch.Tensor, costs: torch.Tensor, std: torch.Tensor):
+        cfg = self.cfg
+        floor = cfg.min_std * (self.high - self.low) / 2
+        if cfg.method == "cem":
+            elite = actions[torch.topk(costs, cfg.elites, largest=False).indices]
+            return elite.mean(0), torch.maximum(elite.std(0), floor)
+        spread = (costs.max() - costs.min()).clamp(min=1e-9)
+        w = torch.softmax(-(costs - costs.min()) / (cfg.temperature * spread), 0)[:, None, None]
+        mean = (w * actions).sum(0)
+        var = (w * (actions - mean) ** 2).sum(0)
+        return mean, torch.maximum(var.sqrt(), floor)
+
+
+@dataclass
+class LatentGoalCost:
+    """Sum over the horizon of |q_k - goal_q|^2 (weight `goal`), |a_k|^2 (`action`), |a_k - a_k-1|^2
+    (`rate`, the first step against `previous`, the action in force), and an energy term (`energy` times
+    `energy_fn(z)`, e.g. the transition's Hamiltonian), per candidate."""
+
+    goal_q: torch.Tensor  # (d_latent,)
+    d_latent: int
+    goal: float = 1.0
+    action: float = 0.01
+    rate: float = 0.01
+    energy: float = 0.0
+    previous: torch.Tensor | None = None
+    energy_fn: Callable | None = None
+
+    def __call__(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        q = z[..., : self.d_latent]
+        out = self.goal * (q - self.goal_q).pow(2).sum(-1).sum(-1)
+        out = out + self.action * actions.pow(2).sum(-1).sum(-1)
+        prev = actions[:, :1] if self.previous is None else self.previous.expand_as(actions[:, :1])
+        steps = torch.cat((prev, actions), 1).diff(dim=1)
+        out = out + self.rate * steps.pow(2).sum(-1).sum(-1)
+        if self.energy and self.energy_fn is not None:
+            out = out + self.energy * self.energy_fn(z.reshape(-1, z.shape[-1])).reshape(z.shape[:2]).sum(-1)
+        return out
