@@ -169,6 +169,24 @@ class HolographicStore:
         sim[:, ~self.used] = -np.inf
         return sim
 
+    def _best(self, cue: np.ndarray, known: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k most similar live entries per cue, (B, k) slots and cosines, best first. Over the live
+        slots only and in torch (a planning read is 256 cues x 4096 entries): the same cosine as
+        `similarity`, without the (B, C) temporaries of masking the empty slots."""
+        full = bool(self.used.all())
+        live = None if full else torch.from_numpy(np.flatnonzero(self.used))
+        pick = (lambda a: torch.from_numpy(a)) if full else (lambda a: torch.from_numpy(a)[live])  # noqa: E731
+        masked = torch.from_numpy(cue * known)
+        dot = masked @ pick(self.keys).T
+        if known.all():
+            key_norms = pick(self.key_norm)[None]
+        else:
+            key_norms = (torch.from_numpy(known) @ pick(self.key_sq).T).sqrt()
+        sim = dot / (key_norms * masked.norm(dim=-1, keepdim=True) + EPS)
+        top, idx = torch.topk(sim, k, dim=-1)
+        slots = idx if full else live[idx]
+        return slots.numpy(), top.numpy()
+
     def recall(self, cue, known=None, *, probe: bool = False) -> Recall:
         """Cues (B, Dk) or (Dk,), `known` a bool mask of the same shape (None: all known) -> Recall.
 
@@ -178,10 +196,7 @@ class HolographicStore:
             raise MemoryInputError("recall from an empty store")
         cue = check_vectors(cue, self.cfg.key_dim, "cue")
         known = self._known(known, len(cue))
-        sim = self.similarity(cue, known)
-        k = min(self.cfg.top_k, n)
-        slots = np.argpartition(-sim, k - 1, axis=-1)[:, :k] if k < sim.shape[1] else np.argsort(-sim, -1)
-        top = np.take_along_axis(sim, slots, -1)
+        slots, top = self._best(cue, known, min(self.cfg.top_k, n))
         logits = (top - top.max(-1, keepdims=True)) / self.cfg.temperature
         weights = np.exp(logits)
         weights /= weights.sum(-1, keepdims=True)
