@@ -14,7 +14,8 @@ Per shift and variant:
 - `recovery_ticks`: ticks after the shift until the error, averaged over the last `smooth` ticks, is within
   1.2 x its pre-shift mean and stays there for the next `hold` ticks (the shifted phase's length if never).
   Sustained, because each phase starts with a new episode and the arm at rest, whose first ticks are easy
-  to predict in any world;
+  to predict in any world. `pre_false_alarm` (details) is how often the smoothed error is above 1.2x in the
+  phase before the shift: the test's rate of firing with nothing changed;
 - `post_ratio`: mean error over the shifted phase / pre-shift mean;
 - `forget_ratio`: mean error over the phase after shifting back / pre-shift mean.
 """
@@ -137,6 +138,8 @@ def scores(err: np.ndarray, phase: np.ndarray, smooth: int, hold: int) -> dict[s
     running = np.convolve(filled, np.ones(smooth) / smooth, mode="full")[: len(filled)]
     running[: smooth - 1] = [filled[: i + 1].mean() for i in range(smooth - 1)]
     bad = np.flatnonzero(running > 1.2 * pre)
+    before = np.where(np.isnan(err[phase == 0]), pre, err[phase == 0])
+    calm = np.convolve(before, np.ones(smooth) / smooth, mode="valid")
     # The first tick from which the next `hold` ticks are all recovered: after the last lapse before a
     # recovered stretch that long.
     recovered = np.ones(len(running) + 1, bool)
@@ -148,6 +151,8 @@ def scores(err: np.ndarray, phase: np.ndarray, smooth: int, hold: int) -> dict[s
         "post_ratio": float(np.nanmean(shifted) / pre),
         "forget_ratio": float(np.nanmean(err[phase == 2]) / pre),
         "pre_error_m": float(pre),
+        # How often the same test fires with no shift at all: the recovery figure's noise floor.
+        "pre_false_alarm": float(np.mean(calm > 1.2 * pre)),
     }
 
 
@@ -162,7 +167,7 @@ def evaluate(model, probe: ev.Probe, cfg: AdaptEvalConfig, shifts=tuple(SHIFTS),
             out = stream(model, run, variant, probe)
             for h in HORIZONS:
                 for key, value in scores(out["errors"][h], out["phase"], cfg.smooth, cfg.hold).items():
-                    target = results if h == 1 and key != "pre_error_m" else details
+                    target = results if h == 1 and key not in ("pre_error_m", "pre_false_alarm") else details
                     target[f"{name}_{key}_{variant}" + ("" if h == 1 else f"_h{h}")] = value
             details[f"{name}_status_{variant}"] = out["status"]
             if progress:
