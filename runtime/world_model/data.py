@@ -60,9 +60,12 @@ def vsync_config() -> VSyncConfig:
     )
 
 
-def collect_episode(cfg: CollectConfig, seed: int, shift=None) -> dict[str, np.ndarray]:
+def collect_episode(cfg: CollectConfig, seed: int, shift=None, controller=None) -> dict[str, np.ndarray]:
     """One episode's ticks; `seed` fixes the scene and the policy's randomness. `shift` (an
-    `envs.dynamics_shift.DynamicsShift`) changes the world's rules for the whole episode (for adaptation)."""
+    `envs.dynamics_shift.DynamicsShift`) changes the world's rules for the whole episode (for adaptation).
+    `controller` replaces the expert and the random walk: `reset(env)` after the env's reset,
+    `observe(ticks)` with each batch of ticks as the scheduler emits them, `act(state)` at each control step
+    (the closed loop of `launch.eval control`)."""
     env = envs.make(
         "manipulation",
         cfg.task,
@@ -73,16 +76,18 @@ def collect_episode(cfg: CollectConfig, seed: int, shift=None) -> dict[str, np.n
     try:
         if shift is not None:
             env.unwrapped.apply_shift(shift)  # kept across reset (envs/dynamics_shift.py)
-        return _run(env, cfg, seed)
+        return _run(env, cfg, seed, controller)
     finally:
         env.close()
 
 
-def _run(env, cfg: CollectConfig, seed: int) -> dict[str, np.ndarray]:
+def _run(env, cfg: CollectConfig, seed: int, controller=None) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
     base = env.unwrapped
     expert = ScriptedExpert(env)
+    if controller is not None:
+        controller.reset(env)
     random_policy = rng.random() < cfg.random_fraction
     env.action_space.seed(seed)
     t0 = 10**12
@@ -103,7 +108,9 @@ def _run(env, cfg: CollectConfig, seed: int) -> dict[str, np.ndarray]:
             if i and (terminated or truncated):
                 break
             state = base.state()
-            if random_policy:  # uniform targets would teleport a position-controlled arm (metres per tick)
+            if controller is not None:
+                action = np.asarray(controller.act(state), np.float32)
+            elif random_policy:  # uniform targets would teleport a position-controlled arm (metres per tick)
                 low, high = env.action_space.low, env.action_space.high
                 walk = rng.uniform(-cfg.random_step_rad, cfg.random_step_rad, len(low))
                 action = walked = np.clip(walked + walk, low, high).astype(np.float32)
@@ -128,9 +135,12 @@ def _run(env, cfg: CollectConfig, seed: int) -> dict[str, np.ndarray]:
             numbers.append(seqs[name])
             seqs[name] += 1
         stamps = [b[1] for b in batch]
-        ticks += vsync.push_many(
+        new = vsync.push_many(
             names, numbers, stamps, [b[2] for b in batch], [s + TRANSPORT_NS for s in stamps]
         )
+        if controller is not None and new:
+            controller.observe(new)
+        ticks += new
         i += 1
     ticks += vsync.flush()
     episode = _to_arrays(ticks, truth, cfg.image_size)

@@ -1,0 +1,129 @@
+"""The world model closing the loop: MPC in its latent space, driven through a collection episode.
+
+`MPCController` (the `controller` of `runtime.world_model.data.collect_episode`):
+- `reset(env)`: the goal becomes a goal image. The arm is posed at the goal configuration (the inverse
+  kinematics of the reach goal, or of a point behind the cube toward the push goal), the policy camera
+  renders it, the pose is undone, and the model folds a few ticks of that image and pose into a latent whose
+  q is the goal. The belief starts afresh.
+- `observe(ticks)`: each V-sync tick goes through the model's streaming step (and the adapter, if any).
+- `act(state)`: CEM or MPPI (mpc.py) over `horizon` control steps of 0.1 s from the latest belief, through
+  the model's transition (memory-corrected with an adapter); the first action passes the safety filter.
+  Plans are sequences of joint-target *steps* of at most `STEP_RAD` (the expert's and the training data's
+  largest), summed onto the present target: sampling absolute targets anywhere in the joint ranges put
+  nearly every candidate far outside what the model was trained on, and the optimizer exploited its errors
+  (the arm ended 0.5-0.65 m from reach goals it started 0.05-0.25 m from).
+Plan times are kept (`plan_ms`) for `plan_p99_ms`.
+"""
+
+import time
+
+import mujoco
+import numpy as np
+import torch
+
+from envs.expert import InverseKinematics
+from runtime.planning.mpc import LatentGoalCost, Planner, PlannerConfig
+from runtime.planning.safety import SafetyFilter, SafetyLimits
+from runtime.world_model.data import tick_fields
+
+GOAL_TICKS = 5  # ticks of the goal image folded into the goal latent
+JOINT_SPEED_RAD_S = 2.5  # the safety filter's target speed limit: the expert's largest steps, with margin
+STEP_RAD = 0.25  # the largest joint-target step per control step a plan may take
+
+
+class MPCController:
+    def __init__(self, model, planner: PlannerConfig | None = None, adapter=None, deadline_s=0.025):
+        self.model, self.adapter, self.deadline_s = model, adapter, deadline_s
+        self.planner_cfg = planner or PlannerConfig()
+        self.plan_ms: list[float] = []
+
+    # ---- goal ---------------------------------------------------------------------------------------------
+    def _goal_pose(self, base) -> np.ndarray:
+        ik = InverseKinematics(base.model)
+        if base.task == "reach":
+            target = np.asarray(base.goal, float)
+        else:  # push: the hand where the cube should end, at the cube's height
+            target = np.array([*base.goal[:2], base.state()["object"][2]])
+        return ik.solve(target, base.arm_target)
+
+    def _goal_latent(self, base) -> torch.Tensor:
+        d = base.data
+        saved = d.qpos.copy()
+        q_goal = self._goal_pose(base)
+        d.qpos[base._arm_qpos] = q_goal
+        mujoco.mj_forward(base.model, d)
+        image = base.render_camera()
+        d.qpos[:] = saved
+        mujoco.mj_forward(base.model, d)
+        joint = np.concatenate([q_goal, [0.0], np.zeros(5)]).astype(np.float32)
+        action = base.action_for_targets(q_goal, -1.0)
+        tick = {
+            "image": torch.from_numpy(image)[None],
+            "audio": torch.zeros(1, 6, 160),
+            "audio_chunks": torch.tensor([3]),
+            "joint": torch.from_numpy(joint)[None],
+            "action": torch.from_numpy(np.asarray(action, np.float32))[None],
+            "mask": torch.ones(1, 4, dtype=torch.bool),
+            "dt_eff": torch.tensor([1 / 30]),
+        }
+        state = self.model.initial_state(1)
+        with torch.no_grad():
+            for _ in range(GOAL_TICKS):
+                state, z, _ = self.model.step(state, tick)
+        return z[0, : self.model.cfg.d_latent]
+
+    # ---- the loop -----------------------------------------------------------------------------------------
+    def reset(self, env) -> None:
+        base = env.unwrapped
+        self.base = base
+        low = torch.as_tensor(env.action_space.low, dtype=torch.float32)
+        high = torch.as_tensor(env.action_space.high, dtype=torch.float32)
+        self.low, self.high = low, high
+        step = torch.tensor([STEP_RAD] * (len(low) - 1) + [1.0])
+        self.planner = Planner(self.planner_cfg, self._rollout, -step, step)
+        self.safety = SafetyFilter(
+            SafetyLimits(low.numpy(), high.numpy(), np.full(len(low) - 1, JOINT_SPEED_RAD_S)),
+            1 / base.control_hz,
+        )
+        self.cost = LatentGoalCost(self._goal_latent(base), self.model.cfg.d_latent)
+        self.state, self.z, self.prev = self.model.initial_state(1), None, None
+        self.target = torch.as_tensor(
+            base.action_for_targets(base.arm_target, -1.0)[:-1], dtype=torch.float32
+        )
+        self.dt = 1.0 / base.control_hz
+
+    def _absolute(self, steps: torch.Tensor) -> torch.Tensor:
+        """Plans of steps (N, H, A) -> the absolute actions they command: targets summed from the present
+        one and kept in range, the gripper as planned."""
+        joints = self.target[None, None] + torch.cumsum(steps[..., :-1], 1)
+        joints = torch.maximum(torch.minimum(joints, self.high[:-1]), self.low[:-1])
+        return torch.cat((joints, steps[..., -1:]), -1)
+
+    def _rollout(self, z0: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        actions = self._absolute(steps)
+        dt = torch.full(actions.shape[:2], self.dt)
+        if self.adapter is not None:
+            return self.adapter.rollout(z0, actions, dt)
+        return self.model.rollout(z0, actions, dt)
+
+    @torch.no_grad()
+    def observe(self, ticks) -> None:
+        for tick in ticks:
+            fields = tick_fields(tick, self.model.cfg.image_size)
+            x = {k: torch.from_numpy(np.asarray(v))[None] for k, v in fields.items()}
+            self.state, z, _ = self.model.step(self.state, x)
+            if self.adapter is not None and self.z is not None:
+                self.adapter.observe(self.z, x["action"], x["dt_eff"].float(), z)
+            self.z = z
+
+    def act(self, state: dict) -> np.ndarray:
+        measured = np.asarray(state["joint"][:4], float)
+        if self.z is None:  # no tick yet: hold where the arm is
+            return self.safety.send_action(self.base.action_for_targets(self.base.arm_target, -1.0), measured)
+        t0 = time.perf_counter()
+        plan = self.planner.plan(self.z[0], self.cost, self.deadline_s)
+        self.plan_ms.append((time.perf_counter() - t0) * 1e3)
+        action = self._absolute(plan.actions[None, :1])[0, 0]
+        self.prev = self.safety.send_action(action.numpy(), measured)
+        self.target = torch.as_tensor(self.prev[:-1], dtype=torch.float32)
+        return self.prev
