@@ -212,10 +212,9 @@ def run_adapt(cfg: AdaptEval, console: Console) -> Report:
             cfg.shifts,
             lambda shift, what: bar.update(task, advance=1, description=f"{shift}: {what}"),
         )
-    for shift in cfg.shifts:
-        results[f"{shift}_none_over_both_post"] = (
-            results[f"{shift}_post_ratio_none"] / results[f"{shift}_post_ratio_both"]
-        )
+    for shift in cfg.shifts:  # the shifted phase's errors themselves, not each variant's own ratio
+        none, both = details[f"{shift}_post_error_m_none"], details[f"{shift}_post_error_m_both"]
+        results[f"{shift}_none_over_both_post"] = none / both
     report.results.update(results)
     report.details.update(details, checkpoint_command=manifest.get("command"))
     return report

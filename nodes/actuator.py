@@ -5,8 +5,9 @@ clamped to the action limits (counted, never silent). A watchdog holds the last 
 has arrived for `watchdog_s`, and says so once per lapse. Commands go out at the node's rate as
 `actuator/command`, so the robot always has a fresh one.
 
-A message on a `stop_topics` topic (default `brain/stop`, sent when the dynamics lock trips) is a protective
-stop: the last safe command is held and every later action is refused (counted) until the node restarts.
+A message on a `stop_topics` topic (default `brain/stop`, sent when the dynamics lock trips, and repeated
+while it stays tripped) is a protective stop: the last safe command is held (the arm settles at that
+target) and every later action is refused (counted).
 """
 
 import logging
@@ -52,7 +53,8 @@ class ActuatorNode(Node):
             if msg.topic in self.stop_topics:
                 if not self.stopped:
                     log.error(
-                        "actuator: protective stop from %s: holding position, refusing actions", msg.topic
+                        "actuator: protective stop from %s: holding the last command, refusing actions",
+                        msg.topic,
                     )
                 self.stopped = True
                 continue

@@ -10,10 +10,10 @@ checkpoint directory, or `none`): one streaming step, its time, the backbone's e
 prediction error, published per tick on `brain/model` (`runtime/world_model/live.py`).
 
 Online adaptation (`adapt` param: `both`, the default, `memory`, `learner` or `none`; runtime/adapt) runs on
-every tick, the learner's rounds two Adam steps per tick in the idle time after it. `lock`: a dynamics-lock
-record (JSON, made by `runtime.adapt.lock.DynamicsLock.seal`) or none; a locked brain refuses to start from
-other weights, applies no weight changes, and on a mismatch at run time publishes `brain/stop` (the
-actuator's protective stop).
+every tick, the learner's rounds two Adam steps per tick (inside the tick's step time). `lock`: a
+dynamics-lock record (JSON, made by `runtime.adapt.lock.DynamicsLock.seal`) or none; a locked brain refuses
+to start from other weights, applies no weight changes, and on a mismatch at run time publishes `brain/stop`
+(the actuator's protective stop).
 The planner follows (issue 7).
 """
 
@@ -85,7 +85,8 @@ def lock_record(params: dict):
 def check_params(params: dict, graph: Graph) -> None:
     """Called by launch entry points before any process starts."""
     adapt_config(params)
-    lock_record(params)
+    if lock_record(params) is not None and "brain/stop" not in graph.nodes["brain"].publishes:
+        raise ValueError("`lock` needs the brain to publish `brain/stop` (the actuators' protective stop)")
     config = vsync_config(params, graph)
     if world_model_path(params) is not None and len(config.streams) != 4:
         raise ValueError(
@@ -134,6 +135,8 @@ class BrainNode(Node):
         if time.monotonic() >= self.next_status:
             self.next_status = time.monotonic() + STATUS_PERIOD_S
             self.publish("brain/vsync", status_table(self.vsync.status()), now_ns())
+            if self.world_model is not None and self.world_model.tripped:  # latched: a restarted actuator
+                self.publish("brain/stop", np.ones(1, np.float32), now_ns())  # hears it again
 
     def disconnect(self) -> None:
         if hasattr(self, "vsync"):

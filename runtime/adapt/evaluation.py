@@ -151,6 +151,7 @@ def scores(err: np.ndarray, phase: np.ndarray, smooth: int, hold: int) -> dict[s
         "post_ratio": float(np.nanmean(shifted) / pre),
         "forget_ratio": float(np.nanmean(err[phase == 2]) / pre),
         "pre_error_m": float(pre),
+        "post_error_m": float(np.nanmean(shifted)),
         # How often the same test fires with no shift at all: the recovery figure's noise floor.
         "pre_false_alarm": float(np.mean(calm > 1.2 * pre)),
     }
@@ -167,7 +168,7 @@ def evaluate(model, probe: ev.Probe, cfg: AdaptEvalConfig, shifts=tuple(SHIFTS),
             out = stream(model, run, variant, probe)
             for h in HORIZONS:
                 for key, value in scores(out["errors"][h], out["phase"], cfg.smooth, cfg.hold).items():
-                    target = results if h == 1 and key not in ("pre_error_m", "pre_false_alarm") else details
+                    target = results if h == 1 and not key.endswith(("_m", "_alarm")) else details
                     target[f"{name}_{key}_{variant}" + ("" if h == 1 else f"_h{h}")] = value
             details[f"{name}_status_{variant}"] = out["status"]
             if progress:

@@ -26,8 +26,8 @@ from runtime.world_model.model import ACTION_DIM, TICK_S
 class FastConfig:
     capacity: int = 4096  # entries per cell
     close: float = 0.9  # a recall this similar (cosine over z and a) is used as it is
-    floor: float = 0.5  # below this similarity only the cell's mean residual is used, above it blended
-    maintenance_s: float = 0.0005  # idle-time budget per tick for the memory's maintenance
+    floor: float = 0.5  # below this similarity only the cell's mean residual is used (scaled by it / floor)
+    maintenance_s: float = 0.0005  # per tick, for the memory's maintenance (inside the tick's step time)
 
     def __post_init__(self):
         if not 0 <= self.floor < self.close <= 1:
@@ -54,21 +54,26 @@ class FastAdapter:
         cell, got = self.memory.recall(self.key(z, action), probe=probe)
         best = got.similarity.max(-1, keepdims=True)
         blend = np.clip((best - self.cfg.floor) / (self.cfg.close - self.cfg.floor), 0.0, 1.0)
-        corr = blend * got.value + (1.0 - blend) * cell.correction[None] * (best > self.cfg.floor)
+        reach = np.clip(
+            best / self.cfg.floor, 0.0, 1.0
+        )  # the cell's mean fades for keys far from all entries
+        corr = blend * got.value + (1.0 - blend) * reach * cell.correction[None]
         return torch.from_numpy(corr.astype(np.float32)), got, cell
 
     @torch.no_grad()
-    def predict(self, z: torch.Tensor, action: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
-        """One corrected step: z (B, d), action (B, A), dt (B,) seconds -> (B, d)."""
-        base = self.model.predictor.step(z, action, dt)
+    def predict(self, z: torch.Tensor, action: torch.Tensor, dt: torch.Tensor, mix=None) -> torch.Tensor:
+        """One corrected step: z (B, d), action (B, A), dt (B,) seconds -> (B, d). `mix`: the expert mix
+        (default: from z, as a one-step prediction does)."""
+        base = self.model.predictor.step(z, action, dt, mix)
         return base + self.correction(z, action)[0]
 
     @torch.no_grad()
     def rollout(self, z0: torch.Tensor, actions: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
         """Corrected open-loop rollout: z0 (B, d), actions (B, K, A), dt (B, K) -> (B, K, d)."""
+        mix = self.model.predictor.mix(z0)  # fixed along the rollout, as WorldModel.rollout does
         out, z = [], z0
         for k in range(actions.shape[1]):
-            z = self.predict(z, actions[:, k], dt[:, k])
+            z = self.predict(z, actions[:, k], dt[:, k], mix)
             out.append(z)
         return torch.stack(out, 1)
 

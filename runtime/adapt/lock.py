@@ -7,7 +7,9 @@ runtime:
 - applies no weight changes (`permits_weight_change` is False; the slow learner's swaps are refused and
   counted), while the memory may still be read, and written only if `memory_writes` says so;
 - re-checks the hash every `recheck_ticks` (`LockWatch`); a mismatch at run time calls its `on_violation`,
-  which the brain wires to a protective stop of the actuators, and says what changed.
+  which the brain wires to a protective stop of the actuators (repeated while tripped).
+It covers the transition (`model.predictor`), the part online learning may change; the encoders and the
+belief are covered by the checkpoint's own SHA-256 manifest at load.
 The salt makes the record useless for forging a matching set of weights from the hash alone.
 """
 

@@ -2,8 +2,9 @@
 
 `observe(z_prev, a, dt, z_now)` after each tick: the fast path writes the memory (fast.py), the slow learner
 records the tick and, when a round is due, runs it: whole (evaluation), or `steps_per_tick` Adam steps per
-tick in the idle time after it (live); a finished round's weights are applied here, between ticks, unless
-the dynamics lock forbids it, and the memory's residuals are re-based onto the new transition.
+tick (live; within the tick's step, after its prediction is made). A finished round's weights are applied
+here, between ticks, and the memory's residuals re-based onto the new transition. Under a dynamics lock no
+round runs at all.
 `predict` and `rollout` are what the planner and the dashboard use.
 `status()` is what the live status shows.
 """
@@ -42,7 +43,7 @@ class OnlineAdapter:
         self.fast = FastAdapter(model, cfg.fast) if cfg.memory else None
         self.learner = SlowLearner(model, cfg.slow) if cfg.learner else None
         self._round = None  # the round in progress, live
-        self.events: list[LearnerEvent] = []
+        self.counts = dict.fromkeys(("swapped", "rejected", "rolled_back", "locked"), 0)
 
     @property
     def memory_writes(self) -> bool:
@@ -55,6 +56,8 @@ class OnlineAdapter:
         if self.learner is None:
             return None
         self.learner.observe(z_prev, action, dt, z_now)
+        if self.lock is not None and not self.lock.permits_weight_change:
+            return None  # a locked runtime applies no weight changes: no round is worth its time
         if not self.cfg.steps_per_tick:
             return self._apply(*self.learner.round()) if self.learner.due() else None
         if self._round is None and self.learner.due():
@@ -74,7 +77,7 @@ class OnlineAdapter:
         event = self.learner.apply(event, weights, locked)
         if old is not None and self.fast is not None:
             self.fast.rebase(old.step, self.model.predictor.step)
-        self.events.append(event)
+        self.counts[event.kind] += 1
         return event
 
     @torch.no_grad()
@@ -91,15 +94,14 @@ class OnlineAdapter:
 
     def status(self) -> dict:
         memory = self.fast.memory if self.fast is not None else None
-        kinds = [e.kind for e in self.events]
         return {
             "memory_entries": len(memory) if memory else 0,
             "crystallized": memory.crystallized if memory else 0,
             "cells": len(memory.cells) if memory else 0,
             "splits": memory.splits if memory else 0,
-            "swaps": kinds.count("swapped"),
-            "rejected": kinds.count("rejected"),
-            "rolled_back": kinds.count("rolled_back"),
-            "refused_locked": kinds.count("locked"),
+            "swaps": self.counts["swapped"],
+            "rejected": self.counts["rejected"],
+            "rolled_back": self.counts["rolled_back"],
+            "refused_locked": self.counts["locked"],
             "lock": "none" if self.lock is None else ("locked" if self.lock.locked else "open"),
         }

@@ -113,7 +113,7 @@ class MPCController:
             x = {k: torch.from_numpy(np.asarray(v))[None] for k, v in fields.items()}
             self.state, z, _ = self.model.step(self.state, x)
             if self.adapter is not None and self.z is not None:
-                self.adapter.observe(self.z, x["action"], x["dt_eff"].float(), z)
+                self.adapter.observe(self.z, x["action"], self.model.clamp_dt(x["dt_eff"].float()), z)
             self.z = z
 
     def act(self, state: dict) -> np.ndarray:

@@ -5,8 +5,10 @@ them all out at once through the model's latent transition (`rollout(z0 (N, d), 
 (N, H, d)`), scores them with `cost(z (N, H, d), actions (N, H, A)) -> (N,)`, and refits:
 - CEM: mean and std of the `elites` best;
 - MPPI: the exponentially weighted mean (temperature `temperature` on the cost's spread) and its std.
-It stops after `iterations` or at its deadline, whichever comes first, and returns the best sequence seen
-(anytime: a plan is always ready when the deadline arrives). The next call starts from this plan shifted by
+It stops after `iterations`, or before an iteration that would end past its deadline (judged by the last
+one's duration), and returns the best sequence seen (anytime). The first iteration always runs: a plan is
+ready by the deadline unless one iteration alone is longer than it. Candidates whose cost is not finite
+lose to every finite one. The next call starts from this plan shifted by
 one step (warm start), so a tick refines rather than restarts. `LatentGoalCost` is the cost of issue 7:
 distance of the predicted q to a goal latent, action magnitude, action rate, and optionally energy.
 """
@@ -14,6 +16,7 @@ distance of the predicted q to a goal latent, action magnitude, action rate, and
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import inf
 
 import torch
 
@@ -38,6 +41,8 @@ class PlannerConfig:
         for name in ("candidates", "horizon", "iterations", "elites"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}")
+        if self.method == "cem" and self.elites < 2:
+            raise ValueError(f"CEM needs `elites` >= 2 (a spread to refit), got {self.elites}")
         if self.elites > self.candidates:
             raise ValueError(f"`elites` ({self.elites}) must not exceed `candidates` ({self.candidates})")
         if not (self.temperature > 0 and self.init_std > 0 and 0 < self.min_std <= self.init_std):
@@ -86,20 +91,22 @@ class Planner:
         end = None if deadline_s is None else t0 + deadline_s
         mean = self._start()
         std = torch.full_like(mean, cfg.init_std) * (self.high - self.low) / 2
-        best, best_cost, done = mean.clone(), float("inf"), 0
+        best, best_cost, done, last = mean.clone(), float("inf"), 0, 0.0
         z = z0.reshape(1, -1).expand(cfg.candidates, -1)
         for _ in range(cfg.iterations):
+            started = self.clock()
+            if done and end is not None and started + last > end:
+                break  # the next iteration would end past the deadline
             noise = torch.randn((cfg.candidates, *mean.shape), generator=self.generator)
             actions = torch.maximum(torch.minimum(mean + std * noise, self.high), self.low)
             actions[0] = mean  # the current mean is always a candidate: a refit never loses it
-            costs = cost(self.rollout(z, actions), actions)
+            costs = torch.nan_to_num(cost(self.rollout(z, actions), actions), nan=inf, posinf=inf)
             i = int(torch.argmin(costs))
             if float(costs[i]) < best_cost:
                 best, best_cost = actions[i].clone(), float(costs[i])
             mean, std = self._refit(actions, costs, std)
             done += 1
-            if end is not None and self.clock() >= end:
-                break
+            last = self.clock() - started
         self.mean = best
         return Plan(best, best_cost, done, self.clock() - t0)
 

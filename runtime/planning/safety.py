@@ -1,12 +1,14 @@
 """The safety filter between any policy and any actuator (DESIGN.md, "Planning"; issue 7, item 3).
 
 `send_action(action, measured)` returns the action actually applied:
-- a non-finite value anywhere is a protective stop: the filter holds the last applied command (or the
+- a non-finite or malformed action is a protective stop: the filter holds the last applied command (or the
   measured position if nothing was applied yet) from then on and refuses every later action, until `reset`;
-- joint targets are clamped to the position limits, then to `max_velocity * dt` from the last applied
-  target (from the measured position for the first action), then to `max_relative_target` from the
-  measured position (as LeRobot's `max_relative_target`: a far target is approached in bounded steps,
-  never jumped to);
+- a measurement that is not finite or has the wrong shape is not trusted (counted): only the velocity
+  limit from the last command applies then;
+- joint targets are clamped to the position limits, to `max_velocity * dt` from the last applied target
+  (from the measured position for the first action) and to `max_relative_target` from the measured
+  position (as LeRobot's `max_relative_target`: a far target is approached in bounded steps, never jumped
+  to), all at once; where the last two disagree, the velocity limit wins;
 - the gripper entry (the last) is clamped to its range only.
 Every clamp is counted by kind, never silent.
 """
@@ -45,47 +47,61 @@ class SafetyFilter:
     limits: SafetyLimits
     dt_s: float  # the control period: how far a target may move per action
     stopped: str | None = None  # why, once a protective stop happened
-    clamps: dict = field(default_factory=lambda: {"position": 0, "velocity": 0, "relative": 0, "refused": 0})
+    clamps: dict = field(
+        default_factory=lambda: {"position": 0, "velocity": 0, "refused": 0, "bad_measurement": 0}
+    )
     last: np.ndarray | None = None
+
+    def __post_init__(self):
+        if not (np.isfinite(self.dt_s) and self.dt_s > 0):
+            raise ValueError(f"`dt_s` must be a finite number > 0, got {self.dt_s}")
 
     def send_action(self, action, measured=None) -> np.ndarray:
         """The action to apply now, from the policy's `action` (A,) and measured joint positions (A - 1,)."""
         lim = self.limits
-        measured = None if measured is None else np.asarray(measured, float)
         action = np.asarray(action, float)
+        if measured is not None:
+            measured = np.asarray(measured, float)
+            if measured.shape != (len(lim.low) - 1,) or not np.all(np.isfinite(measured)):
+                self.clamps["bad_measurement"] += 1
+                measured = None  # not trusted: the velocity limit from the last command still applies
         if self.stopped is None and (action.shape != lim.low.shape or not np.all(np.isfinite(action))):
             self.stopped = f"non-finite or malformed action {action.tolist()!r}"
-            log.error("safety: protective stop: %s; holding position and refusing actions", self.stopped)
+            log.error("safety: protective stop: %s; holding the last command, refusing actions", self.stopped)
         if self.stopped is not None:
             self.clamps["refused"] += 1
             return self._hold(measured)
         out = np.clip(action, lim.low, lim.high)
         self.clamps["position"] += int(np.any(out != action))
-        known = measured is not None and np.all(np.isfinite(measured))
-        ref = (
-            self.last[:-1] if self.last is not None else measured if known else None
-        )  # where targets are now
+        ref = self.last[:-1] if self.last is not None else measured  # where the targets are now
+        lo, hi = lim.low[:-1].copy(), lim.high[:-1].copy()
         if ref is not None:
             step = np.asarray(lim.max_velocity) * self.dt_s
-            joints = np.clip(out[:-1], ref - step, ref + step)
-            self.clamps["velocity"] += int(np.any(joints != out[:-1]))
-            out[:-1] = joints
-        if lim.max_relative_target is not None and known:
+            lo, hi = np.maximum(lo, ref - step), np.minimum(hi, ref + step)
+        if lim.max_relative_target is not None and measured is not None:
+            # Both windows at once; where they do not overlap (the arm lags far behind its command), the
+            # velocity window wins: its point nearest the measured position, never a jump.
             r = lim.max_relative_target
-            joints = np.clip(out[:-1], measured - r, measured + r)
-            self.clamps["relative"] += int(np.any(joints != out[:-1]))
-            out[:-1] = joints
-        out = np.clip(out, lim.low, lim.high)  # the relative clamp around a measured position out of range
+            rlo, rhi = np.maximum(lo, measured - r), np.minimum(hi, measured + r)
+            apart = rlo > rhi
+            nearest = np.clip(measured, lo, hi)
+            lo, hi = np.where(apart, nearest, rlo), np.where(apart, nearest, rhi)
+        joints = np.clip(out[:-1], lo, hi)
+        self.clamps["velocity"] += int(np.any(joints != out[:-1]))
+        out[:-1] = joints
         self.last = out
         return out.copy()
 
     def _hold(self, measured) -> np.ndarray:
+        """The last applied command; before any, the measured position with the gripper at its range's
+        middle; with neither, no target is invented (the actuator keeps its own hold)."""
         if self.last is not None:
             return self.last.copy()
-        if measured is not None and np.all(np.isfinite(measured)):
-            gripper = self.limits.low[-1]  # open
-            return np.clip(np.append(measured, gripper), self.limits.low, self.limits.high)
-        return np.clip(np.zeros_like(self.limits.low), self.limits.low, self.limits.high)
+        if measured is not None:
+            middle = (self.limits.low[-1] + self.limits.high[-1]) / 2
+            self.last = np.clip(np.append(measured, middle), self.limits.low, self.limits.high)  # latched
+            return self.last.copy()
+        raise RuntimeError("safety: protective stop before any command or measurement: nothing safe to hold")
 
     def reset(self) -> None:
         """Clear a protective stop (an operator's decision, never automatic)."""

@@ -59,9 +59,9 @@ class LiveWorldModel:
             from runtime.adapt.lock import LockWatch
 
             lock.check(self.model.predictor)  # refuses to start from weights that are not the sealed ones
-            self.watch = LockWatch(
-                lock, self.model.predictor, on_violation or (lambda _: None), recheck_ticks
-            )
+            if lock.locked:  # an open record lets the learner change the weights: nothing to watch
+                stop = on_violation or (lambda _: None)
+                self.watch = LockWatch(lock, self.model.predictor, stop, recheck_ticks)
         if adapt is not None:
             from runtime.adapt.online import OnlineAdapter
 
@@ -80,10 +80,11 @@ class LiveWorldModel:
                 state, z, aux = self.model.step(self.state, x)
             except ValueError:
                 self.refused += 1
+                self.z = None  # the next prediction would span two ticks with one tick's dt
                 return self.row(np.nan, np.nan, np.nan, np.nan)
             err = np.nan
             if self.z is not None:
-                action, dt = x["action"], x["dt_eff"].float()
+                action, dt = x["action"], self.model.clamp_dt(x["dt_eff"].float())  # as the belief used it
                 if self.adapter is not None:
                     pred = self.adapter.predict(self.z, action, dt)
                     self.adapter.observe(self.z, action, dt, z)
@@ -95,9 +96,13 @@ class LiveWorldModel:
         energy = float(aux["energy"].sum()) if "energy" in aux else np.nan
         return self.row((time.perf_counter() - t0) * 1e3, energy, err, float(z.norm()))
 
+    @property
+    def tripped(self) -> bool:
+        return self.watch is not None and self.watch.tripped is not None
+
     def row(self, step_ms: float, energy: float, err: float, z_norm: float) -> np.ndarray:
         status = self.adapter.status() if self.adapter is not None else {}
-        lock = -1 if self.lock is None else 2 if self.watch.tripped else int(self.lock.locked)
+        lock = -1 if self.lock is None else 2 if self.tripped else int(self.lock.locked)
         return np.array(
             [
                 step_ms,

@@ -112,20 +112,33 @@ def test_the_learner_rolls_back_a_swap_that_stops_validating(model):
 
 
 def test_a_locked_runtime_refuses_weight_changes_but_may_still_learn_in_memory(model):
-    lock = DynamicsLock.seal(model.predictor, locked=True, memory_writes=True)
-    adapter = OnlineAdapter(model, AdaptConfig(slow=LearnerConfig(min_ticks=64, every=300, steps=40)), lock)
+    """Under a lock no learner round runs and no weights change, though the world changed enough for a swap
+    (the same data swaps without the lock); the memory still learns if the record allows it; a round that
+    finished before the lock is refused at `apply`."""
     world = copy.deepcopy(model.predictor)
     with torch.no_grad():
         world.transition.b.mul_(-1.0)
-    before = _weights(model.predictor)
     z, a = _states(300, seed=5)
     with torch.no_grad():
         nxt = world.step(z, a, DT.expand(300))
-    events = [adapter.observe(z[i : i + 1], a[i : i + 1], DT, nxt[i : i + 1]) for i in range(300)]
-    assert [e.kind for e in events if e is not None] == ["locked"]  # the candidate would have swapped
-    assert _same(before, _weights(model.predictor))
-    lock.check(model.predictor)  # still the sealed weights
+    cfg = AdaptConfig(slow=LearnerConfig(min_ticks=64, every=300, steps=40))
+
+    def run(lock):
+        adapter = OnlineAdapter(copy.deepcopy(model), cfg, lock)
+        events = [adapter.observe(z[i : i + 1], a[i : i + 1], DT, nxt[i : i + 1]) for i in range(300)]
+        return adapter, [e.kind for e in events if e is not None]
+
+    _, open_events = run(None)
+    assert open_events == ["swapped"]
+    lock = DynamicsLock.seal(model.predictor, locked=True, memory_writes=True)
+    adapter, events = run(lock)
+    assert events == [] and adapter.status()["swaps"] == 0
+    lock.check(adapter.model.predictor)  # still the sealed weights
     assert adapter.status()["memory_entries"] == 300 and adapter.status()["lock"] == "locked"
+    learner = adapter.learner
+    event, weights = learner.round()
+    assert weights is not None and learner.apply(event, weights, locked=True).kind == "locked"
+    lock.check(adapter.model.predictor)
 
     closed = OnlineAdapter(
         model, AdaptConfig(learner=False), DynamicsLock.seal(model.predictor, memory_writes=False)
@@ -211,3 +224,13 @@ def test_a_round_spread_over_ticks_changes_weights_only_when_it_ends(model):
         if not events:
             assert _same(before, _weights(model.predictor))
     assert events and events[0] == (63 + 8, "swapped")  # due at tick 64 (index 63), 40 steps / 5 per tick
+
+
+def test_only_a_locked_record_is_watched(shipped):
+    """An open record lets the learner change the weights, so nothing re-checks them (a swap would read as
+    tampering and stop the arm); a locked one is watched from the first tick."""
+    from runtime.world_model.live import LiveWorldModel
+
+    for locked in (False, True):
+        live = LiveWorldModel(lock=DynamicsLock.seal(shipped.predictor, locked=locked), adapt=AdaptConfig())
+        assert (live.watch is not None) == locked and not live.tripped

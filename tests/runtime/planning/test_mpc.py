@@ -51,8 +51,8 @@ def test_the_planner_finds_the_optimum_of_a_quadratic_cost(method):
 
 
 def test_the_deadline_is_kept_and_a_plan_is_ready():
-    """Each rollout advances a fake clock by 1 ms; with a 3.5 ms deadline 4 iterations run, not 12, and the
-    best plan so far comes back."""
+    """Each rollout advances a fake clock by 1 ms; with a 3.5 ms deadline 3 iterations run (a 4th would end
+    at 4 ms), not 12, and the best plan so far comes back before the deadline."""
     now = [0.0]
 
     def rollout(z0, actions):
@@ -62,7 +62,7 @@ def test_the_deadline_is_kept_and_a_plan_is_ready():
     cfg = PlannerConfig(candidates=64, horizon=5, iterations=12, elites=8)
     planner = Planner(cfg, rollout, torch.full((A,), -1.0), torch.full((A,), 1.0), clock=lambda: now[0])
     plan = planner.plan(torch.zeros(D), LatentGoalCost(torch.ones(D) * 0.2, d_latent=D), deadline_s=3.5e-3)
-    assert plan.iterations == 4 and plan.seconds == pytest.approx(4e-3)
+    assert plan.iterations == 3 and plan.seconds == pytest.approx(3e-3) and plan.seconds <= 3.5e-3
     assert plan.actions.shape == (5, A) and torch.isfinite(plan.actions).all() and plan.cost < float("inf")
 
 
