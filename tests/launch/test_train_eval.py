@@ -194,3 +194,22 @@ def test_eval_adapt_reports_every_variant_for_a_shift(trained, tmp_path):
     assert report["targets"]["flip_post_ratio_both"] == {"op": "<=", "value": 1.5}
     assert report["details"]["flip_status_memory"]["memory_entries"] > 0
     assert report["details"]["flip_status_none"]["memory_entries"] == 0
+
+
+@pytest.mark.timeout(300)
+def test_eval_control_reports_each_policy_and_the_plan_time(trained, tmp_path):
+    """`launch.eval control` on one short reach episode per policy: a success rate for each, the GRU planner
+    from the trained checkpoints, the plan time, and the actor named as missing."""
+    out = tmp_path / "control.json"
+    proc = run(
+        "launch.eval", "control", "--episodes", "1", "--episode-seconds", "1", "--checkpoints",
+        str(trained / "ckpt"), "--candidates", "16", "--horizon", "3", "--iterations", "1",
+        "--json", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    for policy in ("mpc_hssm", "mpc_gru", "expert", "random"):
+        assert 0 <= report["results"][f"success_{policy}"] <= 1
+    assert 0 < report["results"]["plan_p99_ms"] < 1e4
+    assert report["targets"]["plan_p99_ms"] == {"op": "<=", "value": 25.0}
+    assert "actor" in report["details"]["missing"][0]
