@@ -258,7 +258,10 @@ def run_control(cfg: ControlEval, console: Console) -> Report:
         )
     torch.set_num_threads(2)
     seconds = cfg.episode_seconds or (5.0 if cfg.task == "reach" else 10.0)
-    planner = PlannerConfig(candidates=cfg.candidates, horizon=cfg.horizon, iterations=cfg.iterations)
+    elites = min(32, max(2, cfg.candidates // 8))  # the default 32 of 256, scaled for smaller runs
+    planner = PlannerConfig(
+        candidates=cfg.candidates, horizon=cfg.horizon, iterations=cfg.iterations, elites=elites
+    )
     report = Report(
         f"eval-control-{cfg.task}",
         config={k: str(v) for k, v in vars(cfg).items()},
