@@ -146,8 +146,6 @@ class HolographicStore:
 
     def _known(self, known, batch: int) -> np.ndarray:
         dk = self.cfg.key_dim
-        if known is None:
-            return np.ones((batch, dk), np.float32)
         known = np.asarray(known)
         if known.dtype != bool:
             raise MemoryInputError(f"`known` must be a bool mask, got {known.dtype}")
@@ -169,16 +167,16 @@ class HolographicStore:
         sim[:, ~self.used] = -np.inf
         return sim
 
-    def _best(self, cue: np.ndarray, known: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _best(self, cue: np.ndarray, known: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k most similar live entries per cue, (B, k) slots and cosines, best first. Over the live
         slots only and in torch (a planning read is 256 cues x 4096 entries): the same cosine as
         `similarity`, without the (B, C) temporaries of masking the empty slots."""
         full = bool(self.used.all())
         live = None if full else torch.from_numpy(np.flatnonzero(self.used))
         pick = (lambda a: torch.from_numpy(a)) if full else (lambda a: torch.from_numpy(a)[live])  # noqa: E731
-        masked = torch.from_numpy(cue * known)
+        masked = torch.from_numpy(cue if known is None else cue * known)
         dot = masked @ pick(self.keys).T
-        if known.all():
+        if known is None or known.all():
             key_norms = pick(self.key_norm)[None]
         else:
             key_norms = (torch.from_numpy(known) @ pick(self.key_sq).T).sqrt()
@@ -195,14 +193,17 @@ class HolographicStore:
         if n == 0:
             raise MemoryInputError("recall from an empty store")
         cue = check_vectors(cue, self.cfg.key_dim, "cue")
-        known = self._known(known, len(cue))
+        known = None if known is None else self._known(known, len(cue))  # None: the whole key is known
         slots, top = self._best(cue, known, min(self.cfg.top_k, n))
         logits = (top - top.max(-1, keepdims=True)) / self.cfg.temperature
         weights = np.exp(logits)
         weights /= weights.sum(-1, keepdims=True)
         value = np.einsum("bk,bkd->bd", weights, self.values[slots])
-        key = np.einsum("bk,bkd->bd", weights, self.keys[slots])
-        key = np.where(known > 0, cue, key)  # what the cue knew stays as given
+        if known is None:
+            key = cue.copy()
+        else:
+            key = np.einsum("bk,bkd->bd", weights, self.keys[slots])
+            key = np.where(known > 0, cue, key)  # what the cue knew stays as given
         return Recall(value, key, slots, weights.astype(np.float32), top, probe, self.born[slots])
 
     def credit(self, recall: Recall, gain: np.ndarray | float) -> None:
