@@ -10,7 +10,9 @@ Ctrl-C stops every process within 2 s and prints the summary.
 """
 
 import importlib
+import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -60,6 +62,10 @@ class SimConfig:
     """Node graph YAML (default: launch/graphs/sim.yaml, or sim_gym.yaml for gym:<id>)."""
     logs: Path | None = None
     """Directory for each node's log file (default: a temporary run directory)."""
+    status_file: Path | None = None
+    """Write the dashboard's figures here as JSON, once a second and at exit (`streams` with per-stream
+    `rate_hz`, `stale`, `latency_p50_ms`; `ticks`; `e2e_p50_ms`, `e2e_p99_ms`; `episodes`, `successes`;
+    `memory_entries`; `locked`)."""
 
     def __post_init__(self):
         if self.seconds is not None and not self.seconds > 0:
@@ -80,6 +86,8 @@ class StreamMonitor:
         self.subscriber = Subscriber(endpoints, topics, name="launch.sim")
         self.graph = graph
         self.captures: dict[str, deque] = defaultdict(lambda: deque(maxlen=400))
+        self.latency_ms: dict[str, deque] = defaultdict(lambda: deque(maxlen=400))  # capture -> here
+        self.tick_count = 0
         self.last_capture: dict[str, int] = {}
         self.episodes = self.successes = 0
         self.audio_peak = 0.0
@@ -93,6 +101,7 @@ class StreamMonitor:
     def poll(self, timeout_s: float) -> None:
         for msg in self.subscriber.poll(timeout_s):
             self.captures[msg.topic].append(msg.capture_ns)
+            self.latency_ms[msg.topic].append((time.monotonic_ns() - msg.capture_ns) / 1e6)
             self.last_capture[msg.topic] = msg.capture_ns
             if msg.topic == "sim/episode":
                 self.episodes += 1
@@ -106,6 +115,7 @@ class StreamMonitor:
             elif msg.topic == "brain/model":
                 self.model_rows.append(np.asarray(msg.data, np.float64))
             elif msg.topic == "brain/tick":
+                self.tick_count += 1
                 try:
                     self.ticks.append(read_tick_summary(msg.data, len(self.vsync_streams)))
                 except ValueError:
@@ -231,8 +241,52 @@ class StreamMonitor:
             )
         return table
 
+    def status(self, elapsed_s: float) -> dict:
+        """The dashboard's figures as JSON-able values (`--status-file`)."""
+        now = time.monotonic_ns()
+        streams = {}
+        for topic, (_, spec) in self.graph.topics.items():
+            last = self.last_capture.get(topic)
+            lat = self.latency_ms.get(topic)
+            streams[topic] = {
+                "rate_hz": round(self.rate_hz(topic), 3),
+                "nominal_hz": spec.rate_hz,
+                # nothing for three periods (a second at least), or never heard of; event streams (under
+                # 1 Hz: episode ends, protective stops) are quiet by nature
+                "stale": None if spec.rate_hz < 1 else last is None or (now - last) / 1e9 > 3 / spec.rate_hz,
+                "latency_p50_ms": round(float(np.median(lat)), 3) if lat else None,
+            }
+        model = {}
+        if self.model_rows:
+            col = {name: i for i, name in enumerate(MODEL_COLUMNS)}
+            last = self.model_rows[-1]
+            model = {
+                "memory_entries": int(last[col["memory_entries"]]),
+                "locked": int(last[col["lock"]]) >= 1,
+            }
+        return {
+            "elapsed_s": round(elapsed_s, 3),
+            "streams": streams,
+            "ticks": self.tick_count,
+            # capture to the action it caused: the planner acts on frames from issue 7 on; the scripted
+            # expert does not, so there is nothing honest to report yet
+            "e2e_p50_ms": None,
+            "e2e_p99_ms": None,
+            "episodes": self.episodes,
+            "successes": self.successes,
+            "memory_entries": model.get("memory_entries"),
+            "locked": model.get("locked"),
+        }
+
     def close(self) -> None:
         self.subscriber.close()
+
+
+def write_status(path: Path, status: dict) -> None:
+    """Atomically: a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(status, indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 def prepare(cfg: SimConfig) -> tuple[Graph, dict]:
@@ -246,6 +300,8 @@ def prepare(cfg: SimConfig) -> tuple[Graph, dict]:
         sim["task"] = params.setdefault("expert", {})["task"] = cfg.task or "push"
     if cfg.save_video is not None:
         VideoWriter(cfg.save_video, fps=30, scale=cfg.video_scale)  # checks the path; writes nothing yet
+    if cfg.status_file is not None and not cfg.status_file.parent.is_dir():
+        raise ValueError(f"`--status-file`: directory {cfg.status_file.parent} does not exist")
     for name, spec in graph.nodes.items():  # node-specific params, e.g. the brain's V-sync config
         check = getattr(importlib.import_module(spec.module.partition(":")[0]), "check_params", None)
         if check is not None:
@@ -275,7 +331,7 @@ def main(cfg: SimConfig, graph: Graph, params: dict) -> int:
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         supervisor.start()
-        next_watch = 0.0
+        next_watch = next_status = 0.0
         with Live(console=console, refresh_per_second=4, transient=False) as live:
             while not stop and (cfg.seconds is None or time.monotonic() - t0 < cfg.seconds):
                 monitor.poll(0.02)
@@ -284,6 +340,9 @@ def main(cfg: SimConfig, graph: Graph, params: dict) -> int:
                     next_watch = now + 0.2
                     supervisor.watch()
                     live.update(monitor.view(supervisor, now - t0))
+                if cfg.status_file is not None and now >= next_status:
+                    next_status = now + 1.0
+                    write_status(cfg.status_file, monitor.status(now - t0))
                 if cfg.save_video is not None and monitor.frames:
                     if video is None:
                         video = VideoWriter(
@@ -297,6 +356,8 @@ def main(cfg: SimConfig, graph: Graph, params: dict) -> int:
     finally:
         if stop:
             console.print(f"stopped by {stop.signal}")
+        if cfg.status_file is not None:  # the figures as they were while running, before the nodes stop
+            write_status(cfg.status_file, monitor.status(time.monotonic() - t0))
         t_stop = time.monotonic()
         monitor.close()
         supervisor.stop()
@@ -307,6 +368,8 @@ def main(cfg: SimConfig, graph: Graph, params: dict) -> int:
             video.close()
             console.print(f"wrote {video.frames_written} frames to {cfg.save_video}")
         console.print(monitor.view(supervisor, time.monotonic() - t0))
+        if cfg.status_file is not None:
+            console.print(f"wrote {cfg.status_file}")
     return 0
 
 

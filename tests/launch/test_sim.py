@@ -1,5 +1,6 @@
 """Smoke tests: `python -m launch.sim` in a subprocess, as a user runs it: a graph of real processes."""
 
+import json
 import os
 import signal
 import subprocess
@@ -41,18 +42,13 @@ def _children(pid: int) -> set[int]:
 @pytest.mark.timeout(120)
 def test_sim_graph_runs_streams_at_native_rates_and_writes_video(tmp_path):
     """`--env manipulation --seconds N` runs sim, expert and actuator as processes; the dashboard shows every
-    stream near its nominal rate with no gaps, and the camera stream is saved to MP4."""
-    video = tmp_path / "run.mp4"
+    stream near its nominal rate with no gaps, the camera stream is saved to MP4, and `--status-file` holds
+    the same figures as JSON, adaptation included."""
+    video, status = tmp_path / "run.mp4", tmp_path / "status.json"
     proc = run_sim(
-        "--env",
-        "manipulation",
-        "--seconds",
-        "8",
-        "--save-video",
-        str(video),
-        "--logs",
-        str(tmp_path / "logs"),
-    )
+        "--env", "manipulation", "--seconds", "8", "--save-video", str(video),
+        "--logs", str(tmp_path / "logs"), "--status-file", str(status),
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     rows = {line.split("│")[1].strip(): line for line in proc.stderr.splitlines() if line.count("│") >= 7}
     for topic, nominal in (
@@ -73,6 +69,14 @@ def test_sim_graph_runs_streams_at_native_rates_and_writes_video(tmp_path):
     step_p50 = float(line.split("step p50 ")[1].split(" ms")[0])
     assert 0 < step_p50 < 30, line
     assert "ticks refused 0" in line, line
+    figures = json.loads(status.read_text())
+    for topic, nominal in (("sim/camera", 30), ("sim/joint", 100), ("expert/action", 10)):
+        stream = figures["streams"][topic]
+        assert abs(stream["rate_hz"] - nominal) <= 0.1 * nominal and stream["stale"] is False, stream
+        assert 0 < stream["latency_p50_ms"] < 100, stream
+    assert figures["streams"]["sim/episode"]["stale"] is None  # an event stream is quiet by nature
+    assert figures["ticks"] > 100 and figures["memory_entries"] > 0 and figures["locked"] is False
+    assert {"e2e_p50_ms", "e2e_p99_ms", "episodes", "successes"} <= set(figures)
     cap = cv2.VideoCapture(str(video))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) >= 100  # ~30 fps for most of the 8 s
     ok, frame = cap.read()
