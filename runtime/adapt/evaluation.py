@@ -114,12 +114,12 @@ def stream(model, run: Run, variant: str, probe: ev.Probe) -> dict:
         ep_err = {h: np.full(t_len, np.nan) for h in HORIZONS}
         for t in range(1, t_len):
             prev, a, d = z[t - 1 : t], action[t : t + 1], dt[t : t + 1]
-            ep_err[1][t] = distance(decode(probe, adapter.predict(prev, a, d)), decoded[t : t + 1])[0]
             end = t + HORIZONS[-1] - 1
             if end < t_len:
                 roll = adapter.rollout(prev, action[None, t : end + 1], dt[None, t : end + 1])[:, -1]
                 ep_err[HORIZONS[-1]][end] = distance(decode(probe, roll), decoded[end : end + 1])[0]
-            adapter.observe(prev, a, d, z[t : t + 1])
+            adapter.observe(prev, a, d, z[t : t + 1])  # its prediction was made before tick t was known
+            ep_err[1][t] = distance(decode(probe, adapter.prediction), decoded[t : t + 1])[0]
         for h in HORIZONS:
             errs[h].append(ep_err[h])
         phases.append(np.full(t_len, phase))

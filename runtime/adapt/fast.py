@@ -80,7 +80,7 @@ class FastAdapter:
     @torch.no_grad()
     def observe(self, z_prev: torch.Tensor, action: torch.Tensor, dt: torch.Tensor, z_now: torch.Tensor):
         """The tick's outcome (batch 1): credit the correction that was made for it, write the residual.
-        Returns (base error, corrected error), mean squares in z."""
+        Returns the corrected one-step prediction of z_now, made from the memory as it was before."""
         base = self.model.predictor.step(z_prev, action, dt)
         corr, got, cell = self.correction(z_prev, action, probe=False)
         base_err = float((base - z_now).pow(2).mean())
@@ -91,7 +91,7 @@ class FastAdapter:
         self.memory.tick()
         self.memory.maintain(self.cfg.maintenance_s)
         self.writes += 1
-        return base_err, corr_err
+        return base + corr
 
     @torch.no_grad()
     def rebase(self, old_step, new_step) -> None:

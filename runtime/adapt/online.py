@@ -43,6 +43,7 @@ class OnlineAdapter:
         self.fast = FastAdapter(model, cfg.fast) if cfg.memory else None
         self.learner = SlowLearner(model, cfg.slow) if cfg.learner else None
         self._round = None  # the round in progress, live
+        self.prediction: torch.Tensor | None = None  # the last observed tick's one-step prediction
         self.counts = dict.fromkeys(("swapped", "rejected", "rolled_back", "locked"), 0)
 
     @property
@@ -50,9 +51,13 @@ class OnlineAdapter:
         return self.lock is None or not self.lock.locked or self.lock.memory_writes
 
     def observe(self, z_prev: torch.Tensor, action: torch.Tensor, dt: torch.Tensor, z_now: torch.Tensor):
-        """One tick's outcome (batch 1). Returns the learner event applied this tick, if any."""
+        """One tick's outcome (batch 1). Returns the learner event applied this tick, if any; `prediction`
+        is then the one-step prediction of z_now that was made before it was known (the same as `predict`
+        would have given, without computing it twice on the tick's path)."""
         if self.fast is not None and self.memory_writes:
-            self.fast.observe(z_prev, action, dt, z_now)
+            self.prediction = self.fast.observe(z_prev, action, dt, z_now)
+        else:
+            self.prediction = self.predict(z_prev, action, dt)
         if self.learner is None:
             return None
         self.learner.observe(z_prev, action, dt, z_now)

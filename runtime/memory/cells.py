@@ -225,6 +225,10 @@ class CellMemory:
         """Decay and crystallization in every leaf; returns how many entries crystallized."""
         return sum(c.store.tick(ticks) for c in self.leaves())
 
+    def _inner_store(self) -> HolographicStore:
+        """An inner cell's store: its entries live in its children, so it holds none."""
+        return HolographicStore(StoreConfig(**{**asdict(self.cfg.store), "capacity": 1}))
+
     def split_due(self, cell: Cell) -> bool:
         cfg = self.cfg
         if not cell.leaf or cell.depth >= cfg.max_depth or cell.conflicted_writes < cfg.split_patience:
@@ -249,7 +253,7 @@ class CellMemory:
             cell.children.append(child)
         cell.child_error = np.array([cell.fast_error, cell.slow_error], np.float64)
         cell.active = 1
-        cell.store = HolographicStore(StoreConfig(**{**asdict(self.cfg.store), "capacity": 1}))
+        cell.store = self._inner_store()
         cell.conflicted_writes, cell.conflict_since = 0, -1
         self.splits += 1
 
@@ -296,17 +300,19 @@ class CellMemory:
         return out
 
     def _merge_chunk(self, store: HolographicStore, start: int) -> int:
-        """Slots start .. start + merge_chunk against the whole store (one matrix product); an entry whose key
+        """Slots start .. start + merge_chunk against the whole store (one batched read); an entry whose key
         and value both nearly equal another's is folded into it."""
         slots = np.arange(start, min(start + self.cfg.merge_chunk, store.cfg.capacity))
         slots = slots[store.used[slots]]
         if len(slots) == 0 or len(store) < 2:
             return 0
-        sim = store.similarity(store.keys[slots], np.ones((len(slots), store.cfg.key_dim), np.float32))
-        sim[np.arange(len(slots)), slots] = -np.inf
+        near, sim = store.nearest(store.keys[slots], None, 2)  # itself and its closest other
+        is_self = near[:, 0] == slots
+        other_of = np.where(is_self, near[:, 1], near[:, 0])
+        other_sim = np.where(is_self, sim[:, 1], sim[:, 0])
         merged = 0
-        for i in np.flatnonzero(sim.max(-1) >= self.cfg.merge_key_similarity):
-            slot, other = int(slots[i]), int(np.argmax(sim[i]))
+        for i in np.flatnonzero(other_sim >= self.cfg.merge_key_similarity):
+            slot, other = int(slots[i]), int(other_of[i])
             if not (store.used[slot] and store.used[other]):
                 continue  # one of them was folded already in this chunk
             if _cosine(store.values[slot], store.values[other]) < self.cfg.merge_value_similarity:
@@ -402,7 +408,7 @@ class CellMemory:
                 own = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
                 cell.store = HolographicStore.from_state(memory.cfg.store, own)
             else:
-                cell.store = HolographicStore(StoreConfig(**{**asdict(memory.cfg.store), "capacity": 1}))
+                cell.store = memory._inner_store()
         memory.root = memory.cells[0]
         memory.splits, memory.switches = meta["splits"], meta["switches"]
         return memory

@@ -49,13 +49,6 @@ def check_vectors(x, dim: int, name: str) -> np.ndarray:
     return x
 
 
-def _matmul_t(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a @ b.T through torch (zero-copy views): the world model's torch threads and OpenBLAS's own pool
-    would otherwise both spin on the same 2 cores, and every small torch op after a recall waited for one
-    (a tick with the memory in it took twice as long)."""
-    return (torch.from_numpy(a) @ torch.from_numpy(b).T).numpy()
-
-
 @dataclass(frozen=True)
 class StoreConfig:
     key_dim: int
@@ -157,20 +150,10 @@ class HolographicStore:
         return known.astype(np.float32)
 
     # ---- reading ------------------------------------------------------------------------------------------
-    def similarity(self, cue: np.ndarray, known: np.ndarray) -> np.ndarray:
-        """Cosine over the known dimensions, cues (B, Dk) x entries -> (B, C); empty slots get -inf."""
-        masked = cue * known
-        dot = _matmul_t(masked, self.keys)
-        key_norms = self.key_norm[None] if known.all() else np.sqrt(_matmul_t(known, self.key_sq))
-        norms = key_norms * np.linalg.norm(masked, axis=-1, keepdims=True)
-        sim = dot / (norms + EPS)
-        sim[:, ~self.used] = -np.inf
-        return sim
-
-    def _best(self, cue: np.ndarray, known: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k most similar live entries per cue, (B, k) slots and cosines, best first. Over the live
-        slots only and in torch (a planning read is 256 cues x 4096 entries): the same cosine as
-        `similarity`, without the (B, C) temporaries of masking the empty slots."""
+    def nearest(self, cue: np.ndarray, known: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k most similar live entries per cue, (B, k) slots and cosines over the known dimensions
+        (`known` None: all), best first. Over the live slots only and in torch: a planning read is 256 cues x
+        4096 entries, and numpy's OpenBLAS pool and torch's would otherwise both spin on the same 2 cores."""
         full = bool(self.used.all())
         live = None if full else torch.from_numpy(np.flatnonzero(self.used))
         pick = (lambda a: torch.from_numpy(a)) if full else (lambda a: torch.from_numpy(a)[live])  # noqa: E731
@@ -194,7 +177,7 @@ class HolographicStore:
             raise MemoryInputError("recall from an empty store")
         cue = check_vectors(cue, self.cfg.key_dim, "cue")
         known = None if known is None else self._known(known, len(cue))  # None: the whole key is known
-        slots, top = self._best(cue, known, min(self.cfg.top_k, n))
+        slots, top = self.nearest(cue, known, min(self.cfg.top_k, n))
         logits = (top - top.max(-1, keepdims=True)) / self.cfg.temperature
         weights = np.exp(logits)
         weights /= weights.sum(-1, keepdims=True)

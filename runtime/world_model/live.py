@@ -86,8 +86,8 @@ class LiveWorldModel:
             if self.z is not None:
                 action, dt = x["action"], self.model.clamp_dt(x["dt_eff"].float())  # as the belief used it
                 if self.adapter is not None:
-                    pred = self.adapter.predict(self.z, action, dt)
                     self.adapter.observe(self.z, action, dt, z)
+                    pred = self.adapter.prediction
                 else:
                     pred = self.model.rollout(self.z, action[:, None], dt[:, None])[:, 0]
                 err = float((pred - z).pow(2).mean())

@@ -57,6 +57,14 @@ def test_a_memory_correction_acts_in_the_tick_it_is_written(model):
     assert rolled.shape == (1, 3, 32) and torch.isfinite(rolled).all()
 
 
+def _reversed(model):
+    """A copy of the transition in which every action pushes the other way: a changed world."""
+    world = copy.deepcopy(model.predictor)
+    with torch.no_grad():
+        world.transition.b.mul_(-1.0)
+    return world
+
+
 def _feed(learner, model, source, n: int, seed: int) -> None:
     """n ticks whose outcome is `source`'s transition from random states and actions."""
     z, a = _states(n, seed)
@@ -71,9 +79,7 @@ def test_the_learner_swaps_in_what_validates_and_rejects_what_does_not(model):
     in. Ticks from the live transition itself: nothing to gain, the copy is rejected, weights untouched."""
     cfg = LearnerConfig(min_ticks=64, steps=40)
     learner = SlowLearner(model, cfg)
-    world = copy.deepcopy(model.predictor)
-    with torch.no_grad():
-        world.transition.b.mul_(-1.0)  # actions push the other way
+    world = _reversed(model)
     _feed(learner, model, world, 300, seed=1)
     before = _weights(model.predictor)
     event, weights = learner.round()
@@ -95,9 +101,7 @@ def test_the_learner_rolls_back_a_swap_that_stops_validating(model):
     neither trained on, and the next round restores them exactly."""
     original = _weights(model.predictor)
     learner = SlowLearner(model, LearnerConfig(window=300, min_ticks=64, steps=40))
-    world = copy.deepcopy(model.predictor)
-    with torch.no_grad():
-        world.transition.b.mul_(-1.0)
+    world = _reversed(model)
     _feed(learner, model, world, 300, seed=3)
     event, weights = learner.round()
     learner.apply(event, weights, locked=False)
@@ -115,9 +119,7 @@ def test_a_locked_runtime_refuses_weight_changes_but_may_still_learn_in_memory(m
     """Under a lock no learner round runs and no weights change, though the world changed enough for a swap
     (the same data swaps without the lock); the memory still learns if the record allows it; a round that
     finished before the lock is refused at `apply`."""
-    world = copy.deepcopy(model.predictor)
-    with torch.no_grad():
-        world.transition.b.mul_(-1.0)
+    world = _reversed(model)
     z, a = _states(300, seed=5)
     with torch.no_grad():
         nxt = world.step(z, a, DT.expand(300))
@@ -209,9 +211,7 @@ def test_a_round_spread_over_ticks_changes_weights_only_when_it_ends(model):
     then the validated copy is swapped in, in one piece."""
     cfg = AdaptConfig(memory=False, steps_per_tick=5, slow=LearnerConfig(min_ticks=64, every=64, steps=40))
     adapter = OnlineAdapter(model, cfg)
-    world = copy.deepcopy(model.predictor)
-    with torch.no_grad():
-        world.transition.b.mul_(-1.0)
+    world = _reversed(model)
     z, a = _states(200, seed=6)
     with torch.no_grad():
         nxt = world.step(z, a, DT.expand(200))
