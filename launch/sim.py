@@ -74,6 +74,9 @@ class SimConfig:
             raise ValueError(f"`speed` must be >= 0, got {self.speed}")
 
 
+STALE_FLOOR_S = 0.25
+
+
 class StreamMonitor:
     """Per-topic rate (from capture timestamps) and staleness, for the dashboard."""
 
@@ -251,9 +254,12 @@ class StreamMonitor:
             streams[topic] = {
                 "rate_hz": round(self.rate_hz(topic), 3),
                 "nominal_hz": spec.rate_hz,
-                # nothing for three periods (a second at least), or never heard of; event streams (under
+                # nothing for three periods (a quarter second at least: one dashboard refresh on a busy
+                # 2-core machine can hold the loop that long), or never heard of; event streams (under
                 # 1 Hz: episode ends, protective stops) are quiet by nature
-                "stale": None if spec.rate_hz < 1 else last is None or (now - last) / 1e9 > 3 / spec.rate_hz,
+                "stale": None
+                if spec.rate_hz < 1
+                else last is None or (now - last) / 1e9 > max(3 / spec.rate_hz, STALE_FLOOR_S),
                 "latency_p50_ms": round(float(np.median(lat)), 3) if lat else None,
             }
         model = {}
@@ -357,6 +363,7 @@ def main(cfg: SimConfig, graph: Graph, params: dict) -> int:
         if stop:
             console.print(f"stopped by {stop.signal}")
         if cfg.status_file is not None:  # the figures as they were while running, before the nodes stop
+            monitor.poll(0)  # what arrived while the loop was drawing or writing video
             write_status(cfg.status_file, monitor.status(time.monotonic() - t0))
         t_stop = time.monotonic()
         monitor.close()
