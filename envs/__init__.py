@@ -2,6 +2,8 @@
 
 import os
 
+import numpy as np
+
 from runtime.headless import GL_BACKENDS_HELP, use_headless_backends
 
 # Before gymnasium/mujoco are imported: they pick their GL backend at import time.
@@ -24,6 +26,17 @@ for _version, _entry in ENTRY_POINTS.items():
         _env_id = f"Manipulation-{_task.capitalize()}-{_version}"
         if _env_id not in gymnasium.registry:
             gymnasium.register(_env_id, entry_point=_entry, kwargs={"task": _task})
+
+
+PROPRIO_DIM = 13  # `proprioception`: 5 joint positions, 5 velocities, 3 tool coordinates
+
+
+def proprioception(state: dict) -> np.ndarray:
+    """What the arm reports about itself, (PROPRIO_DIM,) float32: joint positions and velocities (arm joints,
+    then the gripper), then the tool position (m) by forward kinematics, as arm controllers report it beside
+    the joints (UR's `actual_TCP_pose`, Franka's `O_T_EE`). The `sim/joint` stream and collected data carry
+    this."""
+    return np.concatenate((state["joint"], state["ee"])).astype(np.float32)
 
 
 def check_name(env: str, task: str | None = None) -> None:

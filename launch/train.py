@@ -46,7 +46,7 @@ def main(args: TrainArgs, argv: list[str]) -> int:
     console = Console(stderr=True)
     try:
         episodes = Episodes(args.data, args.episodes)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         console.print(f"launch.train: {exc}")
         return 2
     ticks = sum(len(e["dt_eff"]) for e in episodes.episodes)

@@ -2,9 +2,10 @@
 
 Physics shares one state, so one process publishes all the simulated sensors: camera (`sim/camera`, default
 30 Hz), contact microphone (`sim/audio`, one 10 ms chunk per loop iteration: 100 chunks/s), proprioception
-(`sim/joint`) and the task state the scripted expert needs (`sim/task`: episode, ee, cube pose, goal), plus
-one `sim/episode` message per finished episode. It applies the newest `actuator/command` (absolute joint
-targets and gripper) whenever one arrives. Rates come from the graph's `publishes` entries.
+(`sim/joint`: joint positions and velocities and the tool position, `envs.proprioception`) and the task
+state the scripted expert needs (`sim/task`: episode, ee, cube pose, goal), plus one `sim/episode` message
+per finished episode. It applies the newest `actuator/command` (absolute joint targets and gripper) whenever
+one arrives. Rates come from the graph's `publishes` entries.
 
 For `env: gym:<id>` the node steps that Gymnasium env at its own control rate and publishes camera and joint
 only (no audio); with no command it acts randomly.
@@ -91,7 +92,7 @@ class SimNode(Node):
         if joint_due or task_due:
             state = base.state()
             if joint_due:
-                self.publish("sim/joint", state["joint"], now)
+                self.publish("sim/joint", envs.proprioception(state), now)
             if task_due:
                 task = [[self.episode], state["ee"], state["object"], state["goal"]]
                 self.publish("sim/task", np.concatenate(task).astype(np.float32), now)

@@ -2,7 +2,7 @@
 
 - `read_write_p99_ms` (and `_p50_ms`): one recall and one write through the cell tree, one cell of capacity
   C = 4096 already full (so every write evicts), keys of the online adapter's layout: the latent z and the
-  action (2 * 16 + 5 dimensions), values the 32-dimensional prediction residual;
+  action (2 * 32 + 5 dimensions), values the 64-dimensional prediction residual;
 - details: the same with the evaluation's 128-dimensional token keys, a planning read (256 probe cues in one
   batch), and one idle-time maintenance chunk.
 """
@@ -25,8 +25,8 @@ class MemoryBenchConfig:
     """Entries per cell (C)."""
     steps: int = 5000
     """Timed read + write pairs (after 500 warm-up pairs)."""
-    key_dim: int = 37
-    value_dim: int = 32
+    key_dim: int = 69  # z (2 d_latent) and the action, as runtime/adapt/fast.py keys them
+    value_dim: int = 64
     seed: int = 0
 
 

@@ -24,6 +24,7 @@ from runtime.benchmarks.report import Report
 from runtime.world_model import checkpoint
 from runtime.world_model.model import (
     ENCODER_INPUTS,
+    JOINT_DIM,
     MAX_CHUNKS,
     WorldModel,
     WorldModelConfig,
@@ -53,7 +54,7 @@ def tick(rng: np.random.Generator, image_size: int = 64) -> dict[str, torch.Tens
         "image": torch.from_numpy(rng.integers(0, 256, (1, image_size, image_size, 3), dtype=np.uint8)),
         "audio": torch.from_numpy(rng.normal(0, 0.05, (1, MAX_CHUNKS, 160)).astype(np.float32)),
         "audio_chunks": torch.tensor([4]),
-        "joint": torch.from_numpy(rng.normal(0, 0.5, (1, 10)).astype(np.float32)),
+        "joint": torch.from_numpy(rng.normal(0, 0.5, (1, JOINT_DIM)).astype(np.float32)),
         "action": torch.from_numpy(rng.normal(0, 0.5, (1, 5)).astype(np.float32)),
         "mask": torch.ones(1, 4, dtype=torch.bool),
         "dt_eff": torch.tensor([1 / 30]),

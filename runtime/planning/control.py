@@ -21,6 +21,7 @@ import mujoco
 import numpy as np
 import torch
 
+import envs
 from envs.expert import InverseKinematics
 from runtime.planning.mpc import LatentGoalCost, Planner, PlannerConfig
 from runtime.planning.safety import SafetyFilter, SafetyLimits
@@ -53,9 +54,10 @@ class MPCController:
         d.qpos[base._arm_qpos] = q_goal
         mujoco.mj_forward(base.model, d)
         image = base.render_camera()
+        joint = envs.proprioception(base.state())  # the posed arm's reading, tool position included
+        joint[5:10] = 0.0  # at rest there
         d.qpos[:] = saved
         mujoco.mj_forward(base.model, d)
-        joint = np.concatenate([q_goal, [0.0], np.zeros(5)]).astype(np.float32)
         action = base.action_for_targets(q_goal, -1.0)
         tick = {
             "image": torch.from_numpy(image)[None],

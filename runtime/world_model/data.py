@@ -9,9 +9,10 @@ simulator's true state is recorded at each camera capture and attached to the ti
 is for probes and evaluation only, never a training input.
 
 An episode file holds, per tick (T ticks): `image` (T, S, S, 3) uint8, `audio` (T, MAX_CHUNKS, 160) float32
-with `audio_chunks` (T,) the chunks present, `joint` (T, 10), `action` (T, 5) (the action in force, held),
-`dt_eff` (T,), `mask` and `ages` (T, 4) in STREAMS order, and `true_ee` (T, 3), `true_object` (T, 7),
-`true_joint` (T, 10) (NaN where the tick has no frame); plus `success` and `seed`.
+with `audio_chunks` (T,) the chunks present, `joint` (T, 13) (`envs.proprioception`: joint positions and
+velocities, tool position), `action` (T, 5) (the action in force, held), `dt_eff` (T,), `mask` and `ages`
+(T, 4) in STREAMS order, and `true_ee` (T, 3), `true_object` (T, 7), `true_joint` (T, 10) (NaN where the
+tick has no frame); plus `success` and `seed`.
 """
 
 from dataclasses import dataclass
@@ -124,7 +125,7 @@ def _run(env, cfg: CollectConfig, seed: int, controller=None) -> dict[str, np.nd
         now = t + ITERATION_NS
         batch.append(("audio", t, base.microphone.pull()[0]))  # stamped at its first sample
         state = base.state()
-        batch.append(("joint", now, state["joint"]))
+        batch.append(("joint", now, envs.proprioception(state)))
         if now - t0 >= next_frame_ns:
             next_frame_ns += 1e9 / CAMERA_HZ
             truth[seqs["camera"]] = state
@@ -158,7 +159,7 @@ def tick_fields(tick, image_size: int) -> dict[str, np.ndarray]:
         "image": np.zeros((image_size, image_size, 3), np.uint8),
         "audio": np.zeros((MAX_CHUNKS, 160), np.float32),
         "audio_chunks": np.array(0, np.int64),
-        "joint": np.zeros(10, np.float32),
+        "joint": np.zeros(envs.PROPRIO_DIM, np.float32),
         "action": np.zeros(5, np.float32),
         "mask": np.asarray(tick.mask, bool),
         "dt_eff": np.array(tick.dt_eff, np.float64),
@@ -182,7 +183,7 @@ def _to_arrays(ticks, truth: dict[int, dict], image_size: int) -> dict[str, np.n
         "image": np.zeros((n, image_size, image_size, 3), np.uint8),
         "audio": np.zeros((n, MAX_CHUNKS, 160), np.float32),
         "audio_chunks": np.zeros(n, np.int64),
-        "joint": np.zeros((n, 10), np.float32),
+        "joint": np.zeros((n, envs.PROPRIO_DIM), np.float32),
         "action": np.zeros((n, 5), np.float32),
         "dt_eff": np.zeros(n, np.float64),
         "mask": np.zeros((n, len(STREAMS)), bool),

@@ -3,7 +3,7 @@
 - vision: strided convs and a spatial softmax (keypoints) on 64x64 RGB (other sizes are resized);
 - audio: log-mel features of the tick's audio chunks (16 kHz, up to MAX_CHUNKS of 160 samples), a small conv
   over time, pooled over the chunks present;
-- proprioception and action: MLPs.
+- proprioception: the standardized reading beside MLP features of it; action: an MLP.
 Each modality gives a token; an absent, stale or non-finite one is replaced by that modality's learned mask
 embedding (so a tick with everything masked still gives a finite u_t). The tokens are fused by a linear map.
 """
@@ -111,6 +111,33 @@ class VectorEncoder(nn.Module):
         return self.net(x)
 
 
+class ProprioEncoder(nn.Module):
+    """Proprioception -> token: the standardized reading itself, then MLP features of it. The reading's own
+    coordinates stay in the token as they are (robomimic hands low-dimensional observations to its policies
+    unencoded), so the objective's reading of this token from q asks q for the joints and the tool position
+    themselves, not for whatever an MLP made of them. Mean and scale come from the training data
+    (`standardize`) and are saved with the weights."""
+
+    def __init__(self, d_in: int, d: int):
+        super().__init__()
+        if d <= d_in:
+            raise ValueError(f"the proprioception token ({d}) must be wider than the reading ({d_in})")
+        self.net = nn.Sequential(nn.Linear(d_in, 2 * d), nn.SiLU(), nn.Linear(2 * d, d - d_in))
+        self.register_buffer("mean", torch.zeros(d_in))
+        self.register_buffer("scale", torch.ones(d_in))
+
+    @torch.no_grad()
+    def standardize(self, readings: np.ndarray) -> None:
+        """Mean and scale from (N, d_in) readings; a coordinate that never moves keeps scale 1."""
+        std = readings.std(0)
+        self.mean.copy_(torch.as_tensor(readings.mean(0), dtype=torch.float32))
+        self.scale.copy_(torch.as_tensor(np.where(std > 1e-6, std, 1.0), dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.scale
+        return torch.cat((x, self.net(x)), -1)
+
+
 class TickEncoder(nn.Module):
     """Tick arrays -> u_t (B, d_model). Modalities in order: camera, audio, joint, action (data.STREAMS)."""
 
@@ -118,7 +145,7 @@ class TickEncoder(nn.Module):
         self,
         d_model: int,
         d_token: int = 64,
-        joint_dim: int = 10,
+        joint_dim: int = 13,
         action_dim: int = 5,
         max_chunks: int = 6,
         channels: tuple[int, ...] = (16, 32),
@@ -127,13 +154,13 @@ class TickEncoder(nn.Module):
         super().__init__()
         self.vision = VisionEncoder(d_token, channels=channels, keypoints=keypoints)
         self.audio = AudioEncoder(d_token, max_chunks)
-        self.joint = VectorEncoder(joint_dim, d_token)
+        self.joint = ProprioEncoder(joint_dim, d_token)
         self.action = VectorEncoder(action_dim, d_token)
         self.mask_tokens = nn.Parameter(torch.randn(4, d_token) / math.sqrt(d_token))
         self.fuse = nn.Linear(4 * d_token, d_model)
 
     def forward(self, image, audio, chunks, joint, action, mask):
-        """image (B, S, S, 3); audio (B, C, 160); chunks (B,); joint (B, 10); action (B, 5); mask (B, 4) bool
+        """image (B, S, S, 3); audio (B, C, 160); chunks (B,); joint (B, 13); action (B, 5); mask (B, 4) bool
         -> u (B, d_model)."""
         return self.fuse(self.tokens(image, audio, chunks, joint, action, mask).flatten(1))
 

@@ -28,12 +28,12 @@ from runtime.world_model.encoders import CHUNK, TickEncoder
 from runtime.world_model.oscillators import STABLE_OMEGA_DT
 from runtime.world_model.transition import Transition
 
-MODEL_VERSION = 2  # bump when a change makes old checkpoints unloadable
+MODEL_VERSION = 3  # bump when a change makes old checkpoints unloadable
 MODELS = ("hssm", "euler", "mlp_pred", "gru", "transformer")
 HEAD_INPUTS = ("both", "belief", "split")
 TICK_S = 1 / 30  # the latent transition's time unit: one camera tick
 DT_MIN_S, DT_MAX_S = 1e-3, 0.25  # a tick shorter than 1 ms or longer than 250 ms is clamped (and counted)
-JOINT_DIM, ACTION_DIM, MAX_CHUNKS = 10, 5, 6
+JOINT_DIM, ACTION_DIM, MAX_CHUNKS = 13, 5, 6  # joint: envs.proprioception (joints, velocities, tool)
 # The latent transition starts as a critically damped servo (damping ratio gamma / 2 omega = 1, 95 % settled
 # after about 16 ticks, 0.5 s): under a held action (a joint target, pushing as a constant force) q goes to a
 # nearby equilibrium instead of swinging for a 2 s period, as it did from omega 0.1 and little damping. A
@@ -49,7 +49,7 @@ class WorldModelConfig:
     d_token: int = 32  # per-modality token
     channels: tuple[int, ...] = (16, 32)  # vision conv widths, 64 -> 16 pixels
     keypoints: int = 16  # spatial-softmax keypoints of the vision encoder
-    d_latent: int = 16  # q dimensions; z = (q, p) has twice that
+    d_latent: int = 32  # q dimensions; z = (q, p) has twice that (16 left the tool position out of q)
     layers: int = 2
     experts: int = 8
     top_k: int = 2

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runtime.world_model.data import load_episode
-from runtime.world_model.model import TICK_FIELDS, WorldModel, WorldModelConfig
+from runtime.world_model.data import STREAMS, load_episode
+from runtime.world_model.model import JOINT_DIM, TICK_FIELDS, WorldModel, WorldModelConfig
 from runtime.world_model.objective import ObjectiveConfig, jepa_loss
 
 
@@ -59,9 +59,20 @@ class Episodes:
             )
         self.paths = paths[:limit]
         self.episodes = [load_episode(p) for p in self.paths]
+        for path, e in zip(self.paths, self.episodes, strict=True):
+            if e["joint"].shape[1:] != (JOINT_DIM,):
+                raise ValueError(
+                    f"{path}: proprioception has {e['joint'].shape[1:]} values per tick, this runtime reads "
+                    f"{JOINT_DIM} (joints, velocities, tool position); collect it again with launch.collect"
+                )
 
     def __len__(self) -> int:
         return len(self.episodes)
+
+    def readings(self, stream: str) -> np.ndarray:
+        """Every fresh (unmasked) sample of a vector stream, (N, D): what its encoder standardizes by."""
+        i = STREAMS.index(stream)
+        return np.concatenate([e[stream][e["mask"][:, i]] for e in self.episodes])
 
     def sample(self, rng: np.random.Generator, batch: int, window: int) -> dict[str, torch.Tensor]:
         """`batch` random windows of `window` ticks, as tensors (B, T, ...)."""
@@ -92,6 +103,7 @@ def train(
     rng = np.random.default_rng(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     model = WorldModel(model_cfg)
+    model.encoder.joint.standardize(episodes.readings("joint"))
     target = ema_copy(model) if cfg.objective.target_ema else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.warmup, cfg.steps))

@@ -50,6 +50,17 @@ def test_episode_ticks_are_aligned_at_the_camera_rate(episode):
     assert np.isfinite(episode["action"]).all() and np.isfinite(episode["joint"]).all()
 
 
+def test_proprioception_carries_joints_and_the_tool_position(episode):
+    """The joint stream is what the arm reports: at a tick with a frame, its joint positions and its tool
+    position are those of the simulator at that frame, up to the 10 ms between the two samples."""
+    framed = episode["mask"][:, STREAMS.index("camera")]
+    joint = episode["joint"][framed]
+    assert joint.shape[1] == 13
+    assert np.abs(joint[:, :5] - episode["true_joint"][framed][:, :5]).max() < 0.05  # rad
+    assert np.linalg.norm(joint[:, 10:] - episode["true_ee"][framed], axis=1).max() < 0.01  # m
+    assert np.ptp(joint[:, 10:], axis=0).max() > 0.05  # the tool moved
+
+
 def test_same_seed_same_episode(episode):
     """Collection is deterministic: the same seed gives the same arrays."""
     again = collect_episode(CollectConfig(episode_seconds=SECONDS, random_fraction=0.0), seed=3)

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from runtime.world_model.encoders import TickEncoder, mel_filterbank
+from runtime.world_model.encoders import ProprioEncoder, TickEncoder, mel_filterbank
 
 
 def _batch(b=3, size=64):
@@ -12,7 +12,7 @@ def _batch(b=3, size=64):
         image=torch.randint(0, 256, (b, size, size, 3), dtype=torch.uint8, generator=g),
         audio=torch.randn(b, 6, 160, generator=g) * 0.1,
         chunks=torch.tensor([3, 4, 2])[:b],
-        joint=torch.randn(b, 10, generator=g),
+        joint=torch.randn(b, 13, generator=g),
         action=torch.randn(b, 5, generator=g),
         mask=torch.ones(b, 4, dtype=torch.bool),
     )
@@ -50,6 +50,23 @@ def test_masked_and_non_finite_inputs_give_the_mask_embedding():
     none["mask"][:] = False
     u_none = enc(**none)
     assert torch.isfinite(u_none).all() and torch.allclose(u_none[0], u_none[1])
+
+
+def test_proprioception_token_carries_the_standardized_reading():
+    """The proprioception token starts with the reading itself, standardized by the training data's mean and
+    scale (a coordinate that never moves keeps scale 1), and those statistics travel with the weights."""
+    rng = np.random.default_rng(0)
+    readings = rng.normal([0.5, -1.0, 2.0], [0.1, 3.0, 0.0], (500, 3)).astype(np.float32)
+    enc = ProprioEncoder(3, 8)
+    enc.standardize(readings)
+    token = enc(torch.from_numpy(readings))
+    assert token.shape == (500, 8)
+    expected = (readings - readings.mean(0)) / np.where(readings.std(0) > 1e-6, readings.std(0), 1.0)
+    np.testing.assert_allclose(token[:, :3].detach().numpy(), expected, atol=1e-4)
+    assert enc.scale[2] == 1.0
+    again = ProprioEncoder(3, 8)
+    again.load_state_dict(enc.state_dict())
+    assert torch.equal(again(torch.from_numpy(readings)), token)
 
 
 def test_other_image_sizes_are_resized():

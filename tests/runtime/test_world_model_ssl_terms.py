@@ -3,7 +3,7 @@ stay quiet on a healthy batch, and the EMA target must move the way BYOL / V-JEP
 
 import torch
 
-from runtime.world_model.model import WorldModel, WorldModelConfig
+from runtime.world_model.model import JOINT_DIM, WorldModel, WorldModelConfig
 from runtime.world_model.objective import decorrelation, scene_contrast
 from runtime.world_model.training import ema_copy, ema_update
 
@@ -51,7 +51,7 @@ def test_scene_contrast_gradient_reaches_the_camera_encoder():
         "image": torch.randint(0, 256, (2, 6, 64, 64, 3), dtype=torch.uint8),
         "audio": torch.zeros(2, 6, 6, 160),
         "audio_chunks": torch.full((2, 6), 3),
-        "joint": torch.zeros(2, 6, 10),
+        "joint": torch.zeros(2, 6, JOINT_DIM),
         "action": torch.zeros(2, 6, 5),
         "mask": torch.ones(2, 6, 4, dtype=torch.bool),
         "dt_eff": torch.full((2, 6), 1 / 30, dtype=torch.float64),

@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.world_model.model import HEAD_INPUTS, MODELS, WorldModel, WorldModelConfig, parameter_count
+from runtime.world_model.model import (
+    HEAD_INPUTS,
+    JOINT_DIM,
+    MODELS,
+    WorldModel,
+    WorldModelConfig,
+    parameter_count,
+)
 
 SMALL = dict(d_model=32, d_token=16, d_latent=8, experts=4, d_state=8, channels=(4, 8), keypoints=4)
 
@@ -17,7 +24,7 @@ def _batch(b=2, t=12, seed=0):
         "image": torch.from_numpy(rng.integers(0, 256, (b, t, 64, 64, 3), dtype=np.uint8)),
         "audio": torch.from_numpy(rng.normal(0, 0.1, (b, t, 6, 160)).astype(np.float32)),
         "audio_chunks": torch.from_numpy(rng.integers(0, 7, (b, t))),
-        "joint": torch.from_numpy(rng.normal(0, 1, (b, t, 10)).astype(np.float32)),
+        "joint": torch.from_numpy(rng.normal(0, 1, (b, t, JOINT_DIM)).astype(np.float32)),
         "action": torch.from_numpy(rng.normal(0, 1, (b, t, 5)).astype(np.float32)),
         "mask": torch.from_numpy(mask),
         "dt_eff": torch.from_numpy(rng.uniform(0.025, 0.045, (b, t))),

@@ -15,6 +15,7 @@ from runtime.adapt.online import AdaptConfig, OnlineAdapter
 from runtime.world_model import checkpoint
 
 DT = torch.tensor([1 / 30])
+Z_DIM = 2 * checkpoint.load(checkpoint.DEFAULT_CHECKPOINT)[0].cfg.d_latent  # the shipped model's z = (q, p)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def model(shipped):
 
 def _states(n: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 32, generator=g) * 0.5, torch.randn(n, 5, generator=g) * 0.3
+    return torch.randn(n, Z_DIM, generator=g) * 0.5, torch.randn(n, 5, generator=g) * 0.3
 
 
 def _weights(module) -> dict:
@@ -47,14 +48,14 @@ def test_a_memory_correction_acts_in_the_tick_it_is_written(model):
     state and action carries c; the transition's own prediction does not."""
     fast = FastAdapter(model)
     z, a = _states(1)
-    offset = torch.full((1, 32), 0.3)
+    offset = torch.full((1, Z_DIM), 0.3)
     truth = model.predictor.step(z, a, DT) + offset
     assert (fast.predict(z, a, DT) - truth).abs().max() > 0.29
     fast.observe(z, a, DT, truth)
     torch.testing.assert_close(fast.predict(z, a, DT), truth, atol=1e-4, rtol=0)
     assert (model.predictor.step(z, a, DT) - truth).abs().max() > 0.29
     rolled = fast.rollout(z, a[:, None].expand(1, 3, 5), DT.expand(1, 3))
-    assert rolled.shape == (1, 3, 32) and torch.isfinite(rolled).all()
+    assert rolled.shape == (1, 3, Z_DIM) and torch.isfinite(rolled).all()
 
 
 def _reversed(model):
