@@ -11,6 +11,8 @@ from runtime.world_model.data import (
     load_episode,
     save_episode,
 )
+from runtime.world_model.model import JOINT_DIM
+from runtime.world_model.training import Episodes
 
 SECONDS = 3.0
 
@@ -55,7 +57,7 @@ def test_proprioception_carries_joints_and_the_tool_position(episode):
     position are those of the simulator at that frame, up to the 10 ms between the two samples."""
     framed = episode["mask"][:, STREAMS.index("camera")]
     joint = episode["joint"][framed]
-    assert joint.shape[1] == 13
+    assert joint.shape[1] == JOINT_DIM  # what the world model reads
     assert np.abs(joint[:, :5] - episode["true_joint"][framed][:, :5]).max() < 0.05  # rad
     assert np.linalg.norm(joint[:, 10:] - episode["true_ee"][framed], axis=1).max() < 0.01  # m
     assert np.ptp(joint[:, 10:], axis=0).max() > 0.05  # the tool moved
@@ -85,3 +87,11 @@ def test_bad_collect_config_is_refused():
         CollectConfig(noise_rad=-1.0)
     with pytest.raises(ValueError, match="random_fraction"):
         CollectConfig(random_fraction=1.5)
+
+
+def test_episodes_from_an_older_proprioception_are_refused(episode, tmp_path):
+    """Data collected before the tool position joined proprioception is refused by name, with what to do."""
+    old = dict(episode, joint=episode["joint"][:, :10])
+    save_episode(tmp_path / "episode_0.npz", old)
+    with pytest.raises(ValueError, match=r"episode_0\.npz.*collect it again"):
+        Episodes(tmp_path)
