@@ -75,7 +75,11 @@ def test_sim_graph_runs_streams_at_native_rates_and_writes_video(tmp_path):
         assert abs(stream["rate_hz"] - nominal) <= 0.1 * nominal and stream["stale"] is False, stream
         assert 0 < stream["latency_p50_ms"] < 100, stream
     assert figures["streams"]["sim/episode"]["stale"] is None  # an event stream is quiet by nature
-    assert figures["ticks"] > 100 and figures["memory_entries"] > 0 and figures["locked"] is False
+    # The brain's start (torch, the checkpoint, compiled kernels) takes seconds of the 8 on a loaded machine,
+    # so the count is not the test: the brain ticking near the camera's rate once it runs is.
+    brain = figures["streams"]["brain/tick"]
+    assert brain["rate_hz"] > 20 and brain["stale"] is False, brain
+    assert figures["ticks"] > 30 and figures["memory_entries"] > 0 and figures["locked"] is False
     assert {"e2e_p50_ms", "e2e_p99_ms", "episodes", "successes"} <= set(figures)
     cap = cv2.VideoCapture(str(video))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) >= 100  # ~30 fps for most of the 8 s
