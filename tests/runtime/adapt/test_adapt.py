@@ -15,13 +15,13 @@ from runtime.adapt.online import AdaptConfig, OnlineAdapter
 from runtime.world_model import checkpoint
 
 DT = torch.tensor([1 / 30])
-Z_DIM = 2 * checkpoint.load(checkpoint.DEFAULT_CHECKPOINT)[0].cfg.d_latent  # the shipped model's z = (q, p)
+SHIPPED, _ = checkpoint.load(checkpoint.DEFAULT_CHECKPOINT)
+Z_DIM = 2 * SHIPPED.cfg.d_latent  # the shipped model's z = (q, p)
 
 
 @pytest.fixture(scope="module")
 def shipped():
-    model, _ = checkpoint.load(checkpoint.DEFAULT_CHECKPOINT)
-    return model
+    return SHIPPED
 
 
 @pytest.fixture
