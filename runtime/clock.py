@@ -8,7 +8,9 @@ nothing on another host.
 
 A node on another host stamps its captures with *its* `now_ns()`. `ClockServer` answers time requests on
 that host; `estimate_offset` runs an NTP-style request/reply exchange against it and keeps the sample with
-the smallest round-trip delay; `RemoteClock` converts the node's timestamps into the local timebase.
+the smallest round-trip delay; `RemoteClock` converts the node's timestamps into the local timebase. The
+server binds like a publisher: a loopback endpoint as it is, any other only with CurveZMQ keys
+(`curve=CurveServer(...)`, and `CurveClient` on the estimating side), refused before anything binds.
 
 Wire format (msgpack, never pickle): request `{"t0": int}`, reply `{"t0": int, "t1": int, "t2": int}` where
 t0 is the client's send time, t1 the server's receive time and t2 the server's send time. A request the
@@ -21,7 +23,6 @@ ages: re-run `estimate_offset` periodically rather than once at start-up.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,9 @@ from types import TracebackType
 
 import msgpack
 import zmq
+
+from runtime.transport import CurveClient, CurveServer, client_keys, secure_client, secure_server, server_keys
+from runtime.transport import context as _shared_context  # one ZeroMQ context per process, fork-safe
 
 log = logging.getLogger(__name__)
 
@@ -50,42 +54,6 @@ class ClockSyncError(RuntimeError):
     """No usable time reply came back from a clock server."""
 
 
-# --- Shared ZeroMQ context -------------------------------------------------------------------------------
-
-_ctx: zmq.Context | None = None
-_ctx_pid: int | None = None
-_ctx_lock = threading.Lock()
-
-
-def _forget_context_in_child() -> None:
-    # A forked child must not use (or terminate) its parent's context: its I/O threads did not survive the
-    # fork. Drop the reference and replace the lock, which another parent thread may have held mid-fork.
-    global _ctx, _ctx_pid, _ctx_lock
-    _ctx, _ctx_pid, _ctx_lock = None, None, threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_context_in_child)
-
-
-def _context() -> zmq.Context:
-    """One ZeroMQ context per process, like `zmq.Context.instance()`, but fork-safe.
-
-    `Context.instance()` hands a forked child its parent's context, whose I/O threads do not exist in the
-    child, so sockets made from it hang. Here a context is remade whenever the process id differs from the
-    one that created it (the pid check also covers forks that bypass `register_at_fork`).
-    """
-    global _ctx, _ctx_pid
-    with _ctx_lock:
-        pid = os.getpid()
-        if _ctx is None or _ctx_pid != pid or _ctx.closed:
-            _ctx, _ctx_pid = zmq.Context(), pid
-        return _ctx
-
-
-# --- Server ---------------------------------------------------------------------------------------------
-
-
 def _is_int(value: object) -> bool:
     # bool is a subclass of int, and msgpack decodes true/false as bool: not a timestamp.
     return isinstance(value, int) and not isinstance(value, bool)
@@ -103,13 +71,21 @@ class ClockServer:
     strict recv/send alternation by a misbehaving peer.
     """
 
-    def __init__(self, endpoint: str, clock: Clock = now_ns, context: zmq.Context | None = None):
+    def __init__(
+        self,
+        endpoint: str,
+        clock: Clock = now_ns,
+        context: zmq.Context | None = None,
+        curve: CurveServer | None = None,
+    ):
+        # Like a publisher: loopback as it is, anything else only with CurveZMQ keys (refused before binding).
+        self._keys = server_keys(endpoint, curve)
         self.requested_endpoint = endpoint
         self.endpoint = endpoint
         self.served = 0
         self.malformed = 0
         self._clock = clock
-        self._ctx = context if context is not None else _context()
+        self._ctx = context if context is not None else _shared_context()
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._bind_error: BaseException | None = None
@@ -148,6 +124,7 @@ class ClockServer:
             sock.setsockopt(zmq.SNDTIMEO, _POLL_MS)
             sock.setsockopt(zmq.MAXMSGSIZE, _MAX_MSG_BYTES)
             try:
+                secure_server(sock, self._keys)
                 sock.bind(self.requested_endpoint)
             except BaseException:
                 sock.close(0)
@@ -269,6 +246,7 @@ def estimate_offset(
     timeout_s: float = 0.5,
     clock: Clock = now_ns,
     context: zmq.Context | None = None,
+    curve: CurveClient | None = None,
 ) -> OffsetEstimate:
     """Estimate (server clock - local `clock`) at `endpoint` with `samples` NTP-style exchanges.
 
@@ -282,7 +260,8 @@ def estimate_offset(
         raise ValueError(f"`samples` must be >= 1, got {samples}")
     if not timeout_s > 0:
         raise ValueError(f"`timeout_s` must be > 0, got {timeout_s}")
-    ctx = context if context is not None else _context()
+    keys = client_keys(curve)
+    ctx = context if context is not None else _shared_context()
     timeout_ms = max(1, int(timeout_s * 1000))
     # DEALER, not REQ: a REQ socket that timed out waiting for its reply refuses to send again, while
     # DEALER just discards late replies by their t0 (see _exchange).
@@ -293,6 +272,7 @@ def estimate_offset(
         sock.setsockopt(zmq.LINGER, 0)  # never block close() on a request no server will take
         sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
         sock.setsockopt(zmq.SNDTIMEO, timeout_ms)
+        secure_client(sock, keys)
         sock.connect(endpoint)
         for _ in range(samples):
             stamps = _exchange(sock, clock, timeout_s)

@@ -176,7 +176,10 @@ def _load_server_keys(curve: CurveServer) -> tuple[bytes, bytes, Path]:
     return public, secret, clients.resolve()
 
 
-def _load_client_keys(curve: CurveClient) -> tuple[bytes, bytes, bytes]:
+def client_keys(curve: CurveClient | None) -> tuple[bytes, bytes, bytes] | None:
+    """A subscriber's keys (None: a plain connection), or a TransportSecurityError saying why not."""
+    if curve is None:
+        return None
     if not zmq.has("curve"):
         raise TransportSecurityError(NO_CURVE)
     try:
@@ -202,6 +205,34 @@ def _start_authenticator(ctx: zmq.Context, clients_dir: Path) -> str:
         domain = "hamrt-" + hashlib.sha256(str(clients_dir).encode()).hexdigest()[:16]  # ZAP domains < 256 B
         _authenticator.configure_curve(domain=domain, location=str(clients_dir))
     return domain
+
+
+def server_keys(endpoint: str, curve: CurveServer | None) -> tuple[bytes, bytes, Path] | None:
+    """The keys a socket bound at `endpoint` will use: none on loopback, required anywhere else (refused,
+    saying how to make keys, before any socket exists)."""
+    if not is_loopback(endpoint) and curve is None:
+        raise TransportSecurityError(
+            f"refusing to bind {endpoint}: it is reachable from other machines and has no CurveZMQ keys; "
+            f"{KEYS_HELP}; or bind a loopback endpoint (ipc:// or tcp://127.0.0.1)"
+        )
+    return _load_server_keys(curve) if curve is not None else None
+
+
+def secure_server(sock: zmq.Socket, keys: tuple[bytes, bytes, Path] | None) -> None:
+    """Make `sock` a CURVE server accepting only the authorized clients (before it binds); None: no-op."""
+    if keys is None:
+        return
+    public, secret, clients_dir = keys
+    sock.zap_domain = _start_authenticator(sock.context, clients_dir).encode()
+    sock.curve_secretkey = secret
+    sock.curve_publickey = public
+    sock.curve_server = True
+
+
+def secure_client(sock: zmq.Socket, keys: tuple[bytes, bytes, bytes] | None) -> None:
+    """Make `sock` a CURVE client of the server whose public key is in `keys` (before it connects)."""
+    if keys is not None:
+        sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = keys
 
 
 # ----------------------------------------------------------------------------------------- publisher
@@ -242,12 +273,7 @@ class Publisher:
             raise ValueError(f"`heartbeat_period_s` must be > 0, got {heartbeat_period_s}")
         if not send_timeout_s >= 0:
             raise ValueError(f"`send_timeout_s` must be >= 0, got {send_timeout_s}")
-        if not is_loopback(endpoint) and curve is None:
-            raise TransportSecurityError(
-                f"refusing to bind {endpoint}: it is reachable from other machines and has no CurveZMQ keys; "
-                f"{KEYS_HELP}; or bind a loopback endpoint (ipc:// or tcp://127.0.0.1)"
-            )
-        keys = _load_server_keys(curve) if curve is not None else None  # before any socket exists
+        keys = server_keys(endpoint, curve)  # before any socket exists
         self.source = source
         self.heartbeat_period_s = heartbeat_period_s
         self.nodrop = nodrop
@@ -263,12 +289,7 @@ class Publisher:
             self._sock.setsockopt(zmq.XPUB_NODROP, 1)
         _set_ipv6(self._sock, endpoint)
         try:
-            if keys is not None:
-                public, secret, clients_dir = keys
-                self._sock.zap_domain = _start_authenticator(self._ctx, clients_dir).encode()
-                self._sock.curve_secretkey = secret
-                self._sock.curve_publickey = public
-                self._sock.curve_server = True
+            secure_server(self._sock, keys)
             self._sock.bind(endpoint)
         except zmq.ZMQError as exc:
             self._sock.close()
@@ -549,7 +570,7 @@ class Subscriber:
         self.stats = SubscriberStats()
         self.liveness: dict[str, PublisherLiveness] = {}
         self.events: deque[tuple[float, str, str]] = deque(maxlen=256)  # (time, source, "lost" | "back")
-        keys = _load_client_keys(curve) if curve is not None else None
+        keys = client_keys(curve)
         self._ctx = ctx or context()
         self._socks: dict[Policy, zmq.Socket] = {}
         used = set(self.policies.values()) | ({self.every} if self.every is not None else set())
@@ -564,8 +585,7 @@ class Subscriber:
                 self._socks[policy] = sock
                 sock.setsockopt(zmq.LINGER, 0)
                 sock.setsockopt(zmq.RCVHWM, hwm)
-                if keys is not None:
-                    sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = keys
+                secure_client(sock, keys)
                 if policy is self.every:
                     sock.setsockopt(zmq.SUBSCRIBE, b"")  # every topic; the others' are not delivered twice
                 for topic, p in self.policies.items():

@@ -19,10 +19,11 @@ from runtime.clock import (
     ClockSyncError,
     OffsetEstimate,
     RemoteClock,
-    _context,
     estimate_offset,
     now_ns,
 )
+from runtime.transport import CurveClient, CurveServer, TransportSecurityError
+from runtime.transport import context as _context
 
 MS = 1_000_000
 
@@ -235,3 +236,25 @@ def test_shared_context_is_per_process():
                 os.kill(pid, 9)
             os.waitpid(pid, 0)
     assert result == b"\x00", result
+
+
+def test_clock_server_beyond_loopback_needs_keys(tmp_path):
+    """The clock server is the socket meant for other hosts, so it binds like a publisher: all interfaces
+    without CurveZMQ keys is refused (saying how to make them); with keys an authorized client syncs and a
+    client without them gets no reply."""
+    with pytest.raises(TransportSecurityError, match="launch.keys"):
+        ClockServer("tcp://0.0.0.0:0")
+    server_public, server_secret = zmq.auth.create_certificates(tmp_path, "server")
+    client_public, client_secret = zmq.auth.create_certificates(tmp_path, "node")
+    clients = tmp_path / "clients"  # the authorized directory holds public keys only
+    clients.mkdir()
+    shutil.copy(client_public, clients)
+    curve = CurveServer(secret_key_file=server_secret, authorized_clients_dir=clients)
+    with ClockServer("tcp://0.0.0.0:0", clock=offset_clock(5 * MS), curve=curve) as server:
+        endpoint = "tcp://127.0.0.1:" + server.endpoint.rsplit(":", 1)[1]
+        est = estimate_offset(
+            endpoint, samples=4, timeout_s=1.0, curve=CurveClient(client_secret, server_public)
+        )
+        assert abs(est.offset_ns - 5 * MS) < MS
+        with pytest.raises(ClockSyncError):
+            estimate_offset(endpoint, samples=2, timeout_s=0.3)
