@@ -1,16 +1,19 @@
-"""Record every topic to MCAP: `python -m launch.record --out run.mcap --endpoints ipc:///tmp/run/sim.sock`.
+"""Record every topic to MCAP: `python -m launch.record --out run.mcap`.
 
-Subscribes losslessly to every topic of the given publisher endpoints (heartbeats and handshakes are not
-recorded; `--topics a b` records only those exact topic names) and writes each message, payload included,
-to one MCAP file (see `runtime/record.py` for the layout). The recording starts once every endpoint's
-publisher has answered the readiness handshake (or after `--ready-timeout-s`, with a warning); from then on
-a sequence gap means a lost message, and the live status line and the summary count them.
+Subscribes losslessly to every topic of the running graph (`--graph`, default `sim`: the one
+`python -m launch.sim` starts, found by its announcement) or of the given `--endpoints` (heartbeats and
+handshakes are not recorded; `--topics a b` records only those exact topic names) and writes each message,
+payload included, to one MCAP file (see `runtime/record.py` for the layout). The recording starts once
+every endpoint's publisher has answered the readiness handshake (or after `--ready-timeout-s`, with a
+warning); from then on a sequence gap means a lost message, and the live status line and the summary
+count them.
 
 Ctrl-C, SIGTERM or `--seconds` stop it and finish the file (summary and footer). A recorder that is killed
 outright leaves a file whose complete chunks are all readable: it loses at most the last `--flush-s` seconds.
 Replay with `python -m launch.replay run.mcap`.
 """
 
+import dataclasses
 import logging
 import signal
 import sys
@@ -27,6 +30,7 @@ from rich.table import Table
 
 from runtime.record import Recorder
 from runtime.signals import StopFlag
+from runtime.supervisor import running_endpoints
 from runtime.transport import Policy, Subscriber
 
 log = logging.getLogger("launch.record")
@@ -36,8 +40,10 @@ log = logging.getLogger("launch.record")
 class RecordConfig:
     out: Path
     """MCAP file to write."""
-    endpoints: tuple[str, ...]
-    """Publisher endpoints to record from (e.g. ipc:///tmp/run/sim.sock); later the graph names them."""
+    endpoints: tuple[str, ...] = ()
+    """Publisher endpoints to record from (e.g. ipc:///tmp/run/sim.sock); default: those of `--graph`."""
+    graph: str = "sim"
+    """Record the running graph of this name (started by launch.sim) when no `--endpoints` are given."""
     topics: tuple[str, ...] = ("all",)
     """Exact topic names to record, or `all` (every topic except the internal `_hb/` and `_ready/`)."""
     seconds: float | None = None
@@ -54,8 +60,6 @@ class RecordConfig:
     """Chunk compression."""
 
     def __post_init__(self):
-        if not self.endpoints:
-            raise ValueError("`--endpoints` must name at least one publisher endpoint")
         if self.seconds is not None and not self.seconds > 0:
             raise ValueError(f"`seconds` must be > 0, got {self.seconds}")
         if not self.chunk_mib > 0 or not self.flush_s > 0 or not self.ready_timeout_s >= 0:
@@ -193,6 +197,12 @@ def cli(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"launch.record: {exc}", file=sys.stderr)
         return 2
+    if not cfg.endpoints:
+        try:
+            cfg = dataclasses.replace(cfg, endpoints=tuple(running_endpoints(cfg.graph)))
+        except LookupError as exc:
+            print(f"launch.record: {exc}", file=sys.stderr)
+            return 2
     try:
         return main(cfg)
     except ValueError as exc:  # a bad topic name or endpoint, refused before recording

@@ -4,6 +4,9 @@ Liveness is the process itself (exit code) plus its heartbeats: a node whose hea
 lives is hung, and is killed and restarted like a crashed one. Restarts follow the node's policy (backoff
 doubling up to a ceiling, a maximum count); a node past its maximum is left down and reported. `stop()` sends
 SIGTERM to every node, then SIGKILL to whatever is left after `grace_s`, so Ctrl-C ends everything within 2 s.
+
+While it runs, a supervisor announces its graph's endpoints in `running_dir()/<graph name>.json`, so tools
+started separately (`python -m launch.record`) can attach to the running graph by name.
 """
 
 import json
@@ -22,6 +25,38 @@ from runtime.transport import Subscriber
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def running_dir() -> Path:
+    """Where running graphs announce themselves: per user, under the temporary directory (`HAMRT_RUNNING_DIR`
+    overrides)."""
+    default = Path(tempfile.gettempdir()) / f"hamrt-{os.getuid()}"
+    return Path(os.environ.get("HAMRT_RUNNING_DIR") or default)
+
+
+def running_endpoints(graph_name: str) -> list[str]:
+    """The running graph `graph_name`'s publisher endpoints, or a LookupError saying why there are none."""
+    path = running_dir() / f"{graph_name}.json"
+    try:
+        announced = json.loads(path.read_text())
+        pid, endpoints = int(announced["pid"]), list(announced["endpoints"])
+    except FileNotFoundError:
+        raise LookupError(
+            f"no graph {graph_name!r} is running (nothing announced at {path}): start it with "
+            "`python -m launch.sim`, or name the endpoints with --endpoints"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise LookupError(f"{path} is not a graph announcement: {exc}") from None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        raise LookupError(
+            f"graph {graph_name!r} was announced by pid {pid}, which has exited: start it again with "
+            "`python -m launch.sim`"
+        ) from None
+    except PermissionError:
+        pass  # alive, another user's
+    return endpoints
 
 
 @dataclass
@@ -71,6 +106,36 @@ class Supervisor:
     def start(self) -> None:
         for name in self.nodes:
             self._spawn(self.nodes[name])
+        self._announce()
+
+    @property
+    def announcement(self) -> Path:
+        return running_dir() / f"{self.graph.name}.json"
+
+    def _announce(self) -> None:
+        endpoints = sorted(
+            {spec.endpoint(self.run_dir) for spec in self.graph.nodes.values() if spec.publishes}
+        )
+        record = {
+            "graph": self.graph.name,
+            "pid": os.getpid(),
+            "run_dir": str(self.run_dir),
+            "endpoints": endpoints,
+        }
+        try:
+            self.announcement.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.announcement.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(json.dumps(record))
+            partial.replace(self.announcement)  # atomic: a reader sees the old file or the new one
+        except OSError as exc:  # attaching tools will not find the graph; running it still works
+            log.warning("cannot announce graph %s at %s: %s", self.graph.name, self.announcement, exc)
+
+    def _withdraw(self) -> None:
+        try:
+            if json.loads(self.announcement.read_text()).get("pid") == os.getpid():
+                self.announcement.unlink()
+        except (OSError, ValueError):
+            pass  # nothing (of ours) to withdraw
 
     def _spawn(self, node: NodeProcess) -> None:
         cmd = [
@@ -158,6 +223,7 @@ class Supervisor:
         if self.monitor is not None:
             self.monitor.close()
             self.monitor = None
+        self._withdraw()
         if self._tmp is not None:
             self._tmp.cleanup()
 

@@ -502,3 +502,38 @@ def test_replay_refuses_garbage_without_a_traceback(tmp_path):
     )
     assert proc.returncode == 2
     assert "not an MCAP file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.timeout(120)
+def test_record_attaches_to_the_running_sim_by_graph_name(tmp_path):
+    """`python -m launch.record --out run.mcap`, as the issue writes it: no endpoints, the recorder finds the
+    graph `launch.sim` announced and records its sensor streams; with no graph running it says so."""
+    env = {**os.environ, "HAMRT_RUNNING_DIR": str(tmp_path / "running")}
+    record = [sys.executable, "-m", "launch.record", "--seconds", "3"]
+    missing = subprocess.run(
+        record + ["--out", str(tmp_path / "none.mcap")], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert missing.returncode == 2 and "no graph 'sim' is running" in missing.stderr, missing.stderr
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "launch.sim", "--env", "manipulation", "--seconds", "40"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "running" / "sim.json").exists():
+            assert time.monotonic() < deadline and sim.poll() is None, "launch.sim never announced its graph"
+            time.sleep(0.1)
+        out = tmp_path / "run.mcap"
+        done = subprocess.run(
+            record + ["--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+    finally:
+        sim.send_signal(signal.SIGINT)
+        sim.wait(20)
+    counts: dict[str, int] = {}
+    for msg in read_recording(out):
+        counts[msg.topic] = counts.get(msg.topic, 0) + 1
+    assert {"sim/camera", "sim/audio", "sim/joint", "actuator/command"} <= set(counts), counts
+    assert counts["sim/audio"] > 100, counts  # 100 chunks/s for most of the 3 s
+    assert not (tmp_path / "running" / "sim.json").exists()  # withdrawn when the graph stopped
