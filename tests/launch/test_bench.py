@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = {
     "physics_steps_per_s",
@@ -113,3 +115,27 @@ def test_bench_memory_writes_report_with_issue_keys(tmp_path):
     assert 0 < results["read_write_p50_ms"] <= results["read_write_p99_ms"]
     assert report["targets"]["read_write_p99_ms"] == {"op": "<=", "value": 0.5}
     assert report["details"]["entries"] == 512 and report["details"]["evicted"] >= 200
+
+
+def test_bench_transport_writes_report_with_issue_keys(tmp_path):
+    """`launch.bench transport`, shortened: every key the issue names, the targets, and every frame received
+    by ours (the readiness handshake)."""
+    out = tmp_path / "transport.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "launch.bench", "transport", "--frames", "100", "--rounds", "1",
+         "--audio-seconds", "0.5", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    results = report["results"]
+    assert set(results) == {
+        "hop_p50_us_64", "hop_p99_us_64", "hop_p50_us_224", "hop_p99_us_224",
+        "raw_p50_us_64", "overhead_ratio_64", "audio_msgs_per_s",
+    }  # fmt: skip
+    assert 0 < results["hop_p50_us_64"] <= results["hop_p99_us_64"]
+    assert results["overhead_ratio_64"] == pytest.approx(results["hop_p50_us_64"] / results["raw_p50_us_64"])
+    assert report["targets"]["hop_p50_us_64"] == {"op": "<=", "value": 150}
+    assert report["details"]["frames_received_64"] == 100  # the handshake: not one frame lost to joining
+    # 200x the native audio rate is a stress figure: on a loaded machine some chunks overflow, and are counted
+    assert results["audio_msgs_per_s"] > 0 and report["details"]["audio_gaps"] >= 0
