@@ -210,3 +210,27 @@ def test_invalid_config_names_the_field(kwargs, field):
     """Each invalid setting raises ValueError whose message names the field."""
     with pytest.raises(ValueError, match=field.replace("(", r"\(")):
         CameraConfig(**kwargs)
+
+
+def test_stream_url_is_read_live(counter_video):
+    """A URL goes through OpenCV's network demuxer like any IP camera's stream: here an HTTP server on
+    loopback serves the counter video, and its frames arrive in order."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(counter_video.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/{counter_video.name}"
+    try:
+        with Camera(CameraConfig(url, stall_timeout_s=5.0)) as cam:
+            frames = read_n(cam, 10, timeout_s=5.0)
+    finally:
+        server.shutdown()
+    index = [decode_counter(frame) for frame, _ in frames]
+    assert all(b > a for a, b in zip(index, index[1:])), index
