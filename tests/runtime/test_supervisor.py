@@ -32,19 +32,26 @@ def _watch_until(sup: Supervisor, predicate, timeout_s: float) -> list:
 
 @pytest.mark.timeout(90)
 def test_crashed_node_is_restarted_and_heard_again(tmp_path):
-    """SIGKILL on a node: the supervisor restarts it after its backoff and its heartbeats come back."""
+    """SIGKILL on a node: the supervisor restarts it after its backoff and its heartbeats come back; a second
+    crash doubles the backoff."""
     sup = Supervisor(_graph(tmp_path))
     try:
         sup.start()
         expert = sup.nodes["expert"]
         _watch_until(sup, lambda: sup.monitor.liveness.get("expert") is not None, 30)
         old_pid = expert.process.pid
+        killed_at = time.monotonic()
         os.kill(old_pid, signal.SIGKILL)
         events = _watch_until(sup, lambda: expert.restarts == 1 and expert.alive, 10)
         assert any("exited with code -9" in what for _, what in events)
         assert expert.process.pid != old_pid
         restarted_at = time.monotonic()
+        assert expert.backoff_s == pytest.approx(0.2) and expert.started_at - killed_at >= 0.2  # its backoff
         _watch_until(sup, lambda: sup.monitor.liveness["expert"].last_seen > restarted_at, 30)
+        killed_at = time.monotonic()  # a second crash waits twice as long
+        os.kill(expert.process.pid, signal.SIGKILL)
+        _watch_until(sup, lambda: expert.restarts == 2 and expert.alive, 10)
+        assert expert.backoff_s == pytest.approx(0.4) and expert.started_at - killed_at >= 0.4
     finally:
         sup.stop()
 
