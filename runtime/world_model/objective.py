@@ -13,7 +13,9 @@ instead, as V-JEPA and BYOL do). Terms, each returned for logging:
 - `balance`: the experts' load-balancing term;
 - `token_predict`: the camera and joint tokens of ticks t..t+K (stop-gradient) read linearly from q_t and from
   the rollout's q_t+k: the planning state has to hold what the sensors will report, not only what is easy to
-  predict (without it the latent kept the joints and dropped what the camera sees);
+  predict (without it the latent kept the joints and dropped what the camera sees). Reading tick t from q_t
+  weighs `token_now` (3) against 1 for each step ahead: at 1, q kept 93 % of the tool position's variance
+  (R^2 of a linear probe), at 3 about 96 %, at 6 97 % but the cube's fell under 90 %;
 - `scene_contrast`: a time-contrastive term on the camera token (frames of one window together, frames of
   other windows apart). The cube and the goal marker are what tells episodes apart and stays put within one,
   so this is what makes the camera encoder find them: without it the cube's position was not linearly
@@ -45,10 +47,13 @@ class ObjectiveConfig:
     backward: float = 0.5
     conservation: float = 0.1
     stability: float = 1.0
-    stability_margin: float = 1.0  # omega_max * dt kept below this (leapfrog diverges at 2)
+    # omega_max * dt kept below this (leapfrog diverges at 2; its energy error grows as (omega dt)^2): at 1.0
+    # undriven energy drifted 1.2 % over 1,000 steps, at 0.6 0.75 %, at 0.5 0.65 % but h30 rollouts worsened
+    stability_margin: float = 0.6
     balance: float = 0.01
     covariance: float = 0.0  # weight of the decorrelation term (VICReg's covariance loss)
     token_predict: float = 5.0  # weight of reading the camera and joint tokens from q, now and K ticks ahead
+    token_now: float = 3.0  # within it, the weight of reading tick t's tokens from q_t (each of K ahead: 1)
     scene_contrast: float = 3.0  # weight of the time-contrastive term on the camera token
     target_ema: float = 0.0  # > 0: targets from an EMA copy of the model with this decay; 0: the online one
     anti_collapse: AntiCollapse = field(default_factory=AntiCollapse)
@@ -110,7 +115,7 @@ def jepa_loss(
         ahead = masked_mse(
             read(pred[..., : d // 2]), windows(target_tokens[:, 1:], k), windows(seen[:, 1:], k)
         )
-        terms["token_predict"] = (now + k * ahead) / (1 + k)
+        terms["token_predict"] = (cfg.token_now * now + k * ahead) / (1 + k)
         total = total + cfg.token_predict * terms["token_predict"]
     if model.hamiltonian:
         terms["conservation"] = conservation(model.predictor, z0, dt)
