@@ -101,6 +101,7 @@ class OnlineAdapter:
         memory = self.fast.memory if self.fast is not None else None
         return {
             "memory_entries": len(memory) if memory else 0,
+            "trust": round(self.fast.trust, 3) if self.fast is not None else 0.0,
             "crystallized": memory.crystallized if memory else 0,
             "cells": len(memory.cells) if memory else 0,
             "splits": memory.splits if memory else 0,

@@ -58,6 +58,31 @@ def test_a_memory_correction_acts_in_the_tick_it_is_written(model):
     assert rolled.shape == (1, 3, Z_DIM) and torch.isfinite(rolled).all()
 
 
+@torch.no_grad()
+def test_trust_switches_corrections_off_while_they_hurt_and_back_on_when_they_help(model):
+    """Outcomes that are noise around the transition's prediction: recalled residuals add noise, the trust
+    falls to zero and predictions are the transition's own. Then the world adds a constant offset: the
+    corrections help, the trust returns within 40 ticks, and predictions carry the offset again."""
+    fast = FastAdapter(model)
+    z, a = _states(4)
+    g = torch.Generator().manual_seed(1)
+    for i in range(200):
+        k = i % 4
+        base = model.predictor.step(z[k : k + 1], a[k : k + 1], DT)
+        fast.observe(z[k : k + 1], a[k : k + 1], DT, base + 0.3 * torch.randn(base.shape, generator=g))
+    assert fast.trust == 0.0
+    torch.testing.assert_close(fast.predict(z[:1], a[:1], DT), model.predictor.step(z[:1], a[:1], DT))
+    offset = torch.full((1, Z_DIM), 0.5)
+    z, a = _states(4, seed=1)  # the shifted world's states, each seen again and again
+    for i in range(40):
+        k = i % 4
+        truth = model.predictor.step(z[k : k + 1], a[k : k + 1], DT) + offset
+        fast.observe(z[k : k + 1], a[k : k + 1], DT, truth)
+    assert fast.trust == 1.0
+    err = (fast.predict(z[:1], a[:1], DT) - model.predictor.step(z[:1], a[:1], DT) - offset).abs().mean()
+    assert err < 0.05
+
+
 def _reversed(model):
     """A copy of the transition in which every action pushes the other way: a changed world."""
     world = copy.deepcopy(model.predictor)
