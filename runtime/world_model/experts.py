@@ -8,7 +8,9 @@ on, nothing about u_t is computed for it). The Switch-Transformer load-balancing
 collapsing onto a few experts.
 
 As for one bank (layer.py), `forward` runs a sequence through the parallel scan and `step` runs one tick;
-they agree.
+they agree. The oscillators' phase-space state is float64 in both: lightly damped banks carry rounding from
+tick to tick, and in float32 the two paths, each about 1e-4 from the exact states after 300 ticks, differed
+by up to 1.7e-5 at the output. The state is 4 KiB a layer and the rest of the layer stays float32.
 """
 
 import math
@@ -74,7 +76,11 @@ class HamiltonianExperts(nn.Module):
         return self.experts * (share * probs.mean(0)).sum()
 
     def initial_state(self, batch: int) -> torch.Tensor:
-        return torch.zeros(batch, self.experts, self.d_state, 2)
+        return torch.zeros(batch, self.experts, self.d_state, 2, dtype=torch.float64)
+
+    def _banks(self, dt: torch.Tensor, k: torch.Tensor, force: torch.Tensor):
+        """dt, stiffness, damping and force in float64, the state's precision."""
+        return dt.double(), k.double(), F.softplus(self.raw_gamma).double(), force.double()
 
     def forward(self, u: torch.Tensor, dt_eff: torch.Tensor, x0: torch.Tensor | None = None):
         """u (B, T, d_model), dt_eff (B, T) -> y (B, T, d_model), states (B, T, E, D, 2), balance loss."""
@@ -83,12 +89,12 @@ class HamiltonianExperts(nn.Module):
         idx, weight, probs = self.route(flat)
         k = self.stiffness
         dt, force = self._drive(flat, dt_eff.reshape(-1), idx, k)
-        a, bias = step_matrices(dt, k, F.softplus(self.raw_gamma), force)
+        a, bias = step_matrices(*self._banks(dt, k, force))
         a = a.reshape(b, t, self.experts * self.d_state, 2, 2)
         bias = bias.reshape(b, t, self.experts * self.d_state, 2)
-        x0 = self.initial_state(b).to(u) if x0 is None else x0
+        x0 = self.initial_state(b) if x0 is None else x0.double()
         states = scan(x0.reshape(b, -1, 2), a, bias).reshape(b, t, self.experts, self.d_state, 2)
-        y = self._output(flat, states.reshape(b * t, self.experts, self.d_state, 2), idx, weight)
+        y = self._output(flat, states.reshape(b * t, self.experts, self.d_state, 2).to(u.dtype), idx, weight)
         return y.reshape(b, t, -1), states, self.load_balance(idx, probs)
 
     def step(self, u: torch.Tensor, dt_eff: torch.Tensor, x: torch.Tensor):
@@ -96,8 +102,8 @@ class HamiltonianExperts(nn.Module):
         idx, weight, _ = self.route(u, probs=False)
         k = self.stiffness
         dt, force = self._drive(u, dt_eff, idx, k)
-        x = kick_drift_kick(x, dt, k, F.softplus(self.raw_gamma), force)
-        return self._output(u, x, idx, weight), x, idx
+        x = kick_drift_kick(x.double(), *self._banks(dt, k, force))
+        return self._output(u, x.to(u.dtype), idx, weight), x, idx
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         """Total energy of every expert's bank, (...,)."""
