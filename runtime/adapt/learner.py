@@ -4,7 +4,10 @@ A replay window holds the last `window` ticks' (z_t, a, dt, z_t+1) from the froz
 every `holdout_every`-th tick is kept out for validation. A round copies the live predictor, fine-tunes the
 copy for `steps` Adam steps on the rest (one-step prediction error in z), and scores both on the held-out
 ticks:
-- the candidate is swapped in only if its validation error is below `accept` x the live one's;
+- the candidate is swapped in only if its validation error is below `accept` x that of the predictions the
+  runtime makes now (`reference`: the live predictor with the memory's corrections, when there is memory;
+  a learner judged against the bare predictor swapped in what the memory already corrected, and the two
+  together did worse on the flip shift than the memory alone);
 - otherwise it is discarded (`rejected`);
 - a swapped-in predictor that scores worse than the one it replaced at a later round, on ticks neither
   trained on, is rolled back to it (`rolled_back`).
@@ -74,22 +77,25 @@ class SlowLearner:
 
     @staticmethod
     @torch.no_grad()
-    def error(predictor, data) -> float:
+    def error(predict, data) -> float:
+        """One-step error of `predict` (a predictor or its `step`-like callable) on (z, a, dt, z_next)."""
         z, a, dt, nxt = data
-        return float(F.mse_loss(predictor.step(z, a, dt), nxt))
+        step = predict.step if hasattr(predict, "step") else predict
+        return float(F.mse_loss(step(z, a, dt), nxt))
 
-    def round(self) -> tuple[LearnerEvent, dict | None]:
+    def round(self, reference=None) -> tuple[LearnerEvent, dict | None]:
         """A whole round at once (evaluation, tests): see `rounds`."""
-        steps = self.rounds()
+        steps = self.rounds(reference)
         while True:
             try:
                 next(steps)
             except StopIteration as done:
                 return done.value
 
-    def rounds(self):
+    def rounds(self, reference=None):
         """One round as a generator that yields after every Adam step, so the runtime can spread it over
-        several ticks; its return value is the event and the weights to swap in (or None).
+        several ticks; its return value is the event and the weights to swap in (or None). `reference`
+        (z, a, dt) -> z_next is what the candidate must beat (default: the live predictor).
         It reads the live predictor and never writes it."""
         train, held = self._split()
         live = self.model.predictor
@@ -113,7 +119,7 @@ class SlowLearner:
             opt.step()
             yield
         candidate.eval()
-        live_err, cand_err = self.error(live, held), self.error(candidate, held)
+        live_err, cand_err = self.error(reference or live, held), self.error(candidate, held)
         if cand_err < self.cfg.accept * live_err:
             return LearnerEvent("swapped", self.ticks, live_err, cand_err), candidate.state_dict()
         return LearnerEvent("rejected", self.ticks, live_err, cand_err), None

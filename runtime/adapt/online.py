@@ -64,9 +64,9 @@ class OnlineAdapter:
         if self.lock is not None and not self.lock.permits_weight_change:
             return None  # a locked runtime applies no weight changes: no round is worth its time
         if not self.cfg.steps_per_tick:
-            return self._apply(*self.learner.round()) if self.learner.due() else None
+            return self._apply(*self.learner.round(self._reference())) if self.learner.due() else None
         if self._round is None and self.learner.due():
-            self._round = self.learner.rounds()
+            self._round = self.learner.rounds(self._reference())
         if self._round is not None:
             try:
                 for _ in range(self.cfg.steps_per_tick):
@@ -75,6 +75,10 @@ class OnlineAdapter:
                 self._round = None
                 return self._apply(*done.value)
         return None
+
+    def _reference(self):
+        """What a learner's candidate must beat: the predictions made now, memory corrections included."""
+        return self.fast.predict if self.fast is not None else None
 
     def _apply(self, event: LearnerEvent, weights) -> LearnerEvent:
         locked = self.lock is not None and not self.lock.permits_weight_change
