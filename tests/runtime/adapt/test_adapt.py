@@ -122,6 +122,16 @@ def test_the_learner_swaps_in_what_validates_and_rejects_what_does_not(model):
     assert _same(before, _weights(same.model.predictor))
 
 
+def test_a_candidate_must_beat_the_predictions_already_made_with_memory(model):
+    """The same changed world, but the runtime's predictions (the memory's corrections included) already
+    match it: a candidate that beats the bare predictor is still rejected."""
+    learner = SlowLearner(model, LearnerConfig(min_ticks=64, steps=40))
+    world = _reversed(model)
+    _feed(learner, model, world, 300, seed=1)
+    event, weights = learner.round(reference=world.step)
+    assert event.kind == "rejected" and weights is None and event.live_error < 1e-9
+
+
 def test_the_learner_rolls_back_a_swap_that_stops_validating(model):
     """After a swap, the world turns out to be the old one: the replaced weights validate better on ticks
     neither trained on, and the next round restores them exactly."""
