@@ -100,6 +100,10 @@ class StreamMonitor:
         self.vsync_status: np.ndarray | None = None
         self.ticks: deque = deque(maxlen=300)  # recent brain/tick summaries: (head, per-stream)
         self.model_rows: deque = deque(maxlen=300)  # recent brain/model rows (runtime/world_model/live.py)
+        # The whole run, for the exit summary: per tick, V-sync's emit latency (capture to tick) and the world
+        # model's step time, both as the brain measured them (the dashboard's own delays are not in them).
+        self.emit_ms: list[float] = []
+        self.step_ms: list[float] = []
 
     def poll(self, timeout_s: float) -> None:
         for msg in self.subscriber.poll(timeout_s):
@@ -117,10 +121,12 @@ class StreamMonitor:
                 self.vsync_status = msg.data
             elif msg.topic == "brain/model":
                 self.model_rows.append(np.asarray(msg.data, np.float64))
+                self.step_ms.append(float(msg.data[MODEL_COLUMNS.index("step_ms")]))
             elif msg.topic == "brain/tick":
                 self.tick_count += 1
                 try:
                     self.ticks.append(read_tick_summary(msg.data, len(self.vsync_streams)))
+                    self.emit_ms.append(self.ticks[-1][0]["emit_latency_ms"])
                 except ValueError:
                     pass  # a brain with another stream list: nothing to show
 
@@ -282,7 +288,51 @@ class StreamMonitor:
             "successes": self.successes,
             "memory_entries": model.get("memory_entries"),
             "locked": model.get("locked"),
+            "deadline_misses": self.deadline_misses(),  # ticks later than a camera period after capture
         }
+
+    def deadline_ms(self) -> float | None:
+        """A tick's budget: one camera period (the next frame is due then)."""
+        camera = self.graph.topics.get("sim/camera")
+        return 1e3 / camera[1].rate_hz if camera else None
+
+    def brain_ms(self) -> np.ndarray:
+        """Per tick, capture to belief: V-sync's emit latency plus the world model's step (paired in order:
+        the brain publishes each tick's row right after the tick)."""
+        n = min(len(self.emit_ms), len(self.step_ms))
+        return np.asarray(self.emit_ms[:n]) + np.asarray(self.step_ms[:n])
+
+    def deadline_misses(self) -> int | None:
+        """Ticks whose capture-to-belief time exceeded the deadline; None without a world model's ticks."""
+        total, deadline = self.brain_ms(), self.deadline_ms()
+        if deadline is None or not total.size:
+            return None
+        return int((total > deadline).sum())
+
+    def summary(self, elapsed_s: float) -> Table:
+        """At exit: episodes and success rate, the brain's latency per stage over the whole run, and the ticks
+        that missed their deadline."""
+        table = Table(title=f"Run summary: {elapsed_s:.1f} s", title_justify="left")
+        for column in ("", "p50", "p99", "n", "note"):
+            table.add_column(column, justify="left" if column in ("", "note") else "right")
+        rate = f"{self.successes / self.episodes:.0%} succeeded" if self.episodes else "none finished"
+        table.add_row("episodes", "", "", str(self.episodes), rate)
+
+        def row(name: str, values, note: str = "") -> None:
+            v = np.asarray(values, np.float64)
+            v = v[np.isfinite(v)]
+            if v.size:
+                p50, p99 = np.percentile(v, [50, 99])
+                table.add_row(name, f"{p50:.2f} ms", f"{p99:.2f} ms", str(v.size), note)
+
+        row("V-sync: capture -> tick", self.emit_ms)
+        row("world-model step", self.step_ms, "encoders, belief, adaptation")
+        misses = self.deadline_misses()
+        if misses is not None:
+            total = self.brain_ms()
+            note = f"deadline misses: {misses} over {self.deadline_ms():.1f} ms ({misses / total.size:.1%})"
+            row("capture -> belief", total, note)
+        return table
 
     def close(self) -> None:
         self.subscriber.close()
@@ -375,6 +425,7 @@ def main(cfg: SimConfig, graph: Graph, params: dict) -> int:
             video.close()
             console.print(f"wrote {video.frames_written} frames to {cfg.save_video}")
         console.print(monitor.view(supervisor, time.monotonic() - t0))
+        console.print(monitor.summary(time.monotonic() - t0))
         if cfg.status_file is not None:
             console.print(f"wrote {cfg.status_file}")
     return 0

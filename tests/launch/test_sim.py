@@ -43,7 +43,7 @@ def _children(pid: int) -> set[int]:
 def test_sim_graph_runs_streams_at_native_rates_and_writes_video(tmp_path):
     """`--env manipulation --seconds N` runs sim, expert and actuator as processes; the dashboard shows every
     stream near its nominal rate with no gaps, the camera stream is saved to MP4, and `--status-file` holds
-    the same figures as JSON, adaptation included."""
+    the same figures as JSON, adaptation included; at exit a summary of the brain's latency per stage."""
     video, status = tmp_path / "run.mp4", tmp_path / "status.json"
     proc = run_sim(
         "--env", "manipulation", "--seconds", "8", "--save-video", str(video),
@@ -82,6 +82,9 @@ def test_sim_graph_runs_streams_at_native_rates_and_writes_video(tmp_path):
     assert brain["rate_hz"] > 20, brain
     assert figures["ticks"] > 30 and figures["memory_entries"] > 0 and figures["locked"] is False
     assert {"e2e_p50_ms", "e2e_p99_ms", "episodes", "successes"} <= set(figures)
+    # the exit summary: the brain's latency per stage and the ticks over one camera period
+    assert "Run summary" in text and "capture -> belief" in text and "deadline misses" in text, text[-3000:]
+    assert 0 <= figures["deadline_misses"] <= figures["ticks"]
     cap = cv2.VideoCapture(str(video))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) >= 100  # ~30 fps for most of the 8 s
     ok, frame = cap.read()
