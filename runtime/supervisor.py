@@ -99,9 +99,9 @@ class Supervisor:
         # several seconds on a busy 2-core machine): it gets this long
         self.start_grace_s = start_grace_s
         self.nodes = {name: NodeProcess(name) for name in graph.nodes}
-        endpoints = sorted({spec.endpoint(run_dir) for spec in graph.nodes.values() if spec.publishes})
+        self.endpoints = sorted({spec.endpoint(run_dir) for spec in graph.nodes.values() if spec.publishes})
         # Heartbeats only: a subscription to no topic still receives `_hb/` messages.
-        self.monitor = Subscriber(endpoints, {}, name="supervisor") if endpoints else None
+        self.monitor = Subscriber(self.endpoints, {}, name="supervisor") if self.endpoints else None
 
     def start(self) -> None:
         for name in self.nodes:
@@ -113,14 +113,11 @@ class Supervisor:
         return running_dir() / f"{self.graph.name}.json"
 
     def _announce(self) -> None:
-        endpoints = sorted(
-            {spec.endpoint(self.run_dir) for spec in self.graph.nodes.values() if spec.publishes}
-        )
         record = {
             "graph": self.graph.name,
             "pid": os.getpid(),
             "run_dir": str(self.run_dir),
-            "endpoints": endpoints,
+            "endpoints": self.endpoints,
         }
         try:
             self.announcement.parent.mkdir(parents=True, exist_ok=True)

@@ -77,10 +77,9 @@ class SlowLearner:
 
     @staticmethod
     @torch.no_grad()
-    def error(predict, data) -> float:
-        """One-step error of `predict` (a predictor or its `step`-like callable) on (z, a, dt, z_next)."""
+    def error(step, data) -> float:
+        """One-step error of `step` (z, a, dt) -> z_next on (z, a, dt, z_next)."""
         z, a, dt, nxt = data
-        step = predict.step if hasattr(predict, "step") else predict
         return float(F.mse_loss(step(z, a, dt), nxt))
 
     def round(self, reference=None) -> tuple[LearnerEvent, dict | None]:
@@ -102,7 +101,7 @@ class SlowLearner:
         if self.previous is not None:  # is the last swap still better than what it replaced?
             before = copy.deepcopy(live)
             before.load_state_dict(self.previous)
-            live_err, before_err = self.error(live, held), self.error(before, held)
+            live_err, before_err = self.error(live.step, held), self.error(before.step, held)
             if before_err < self.cfg.accept * live_err:  # the same margin a swap had to clear
                 return LearnerEvent("rolled_back", self.ticks, live_err, before_err), self.previous
         candidate = copy.deepcopy(live)
@@ -119,7 +118,7 @@ class SlowLearner:
             opt.step()
             yield
         candidate.eval()
-        live_err, cand_err = self.error(reference or live, held), self.error(candidate, held)
+        live_err, cand_err = self.error(reference or live.step, held), self.error(candidate.step, held)
         if cand_err < self.cfg.accept * live_err:
             return LearnerEvent("swapped", self.ticks, live_err, cand_err), candidate.state_dict()
         return LearnerEvent("rejected", self.ticks, live_err, cand_err), None
