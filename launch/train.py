@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from runtime.world_model import checkpoint
 from runtime.world_model.model import MODELS, WorldModelConfig, parameter_count
-from runtime.world_model.training import Episodes, TrainConfig, train
+from runtime.world_model.training import Episodes, TrainConfig, refit_predictor, train
 
 
 @dataclass
@@ -64,13 +64,14 @@ def main(args: TrainArgs, argv: list[str]) -> int:
             TimeRemainingColumn(),
         )
         with Progress(*columns, console=console) as progress:
-            bar = progress.add_task(name, total=args.train.steps, loss="")
+            bar = progress.add_task(name, total=args.train.steps + args.train.refit_steps, loss="")
 
             def report(step: int, terms: dict, bar=bar, progress=progress) -> None:
-                shown = " ".join(f"{k} {terms[k]:.3f}" for k in ("total", "predict", "filter") if k in terms)
+                shown = " ".join(f"{k} {terms[k]:.3f}" for k in ("total", "predict", "refit") if k in terms)
                 progress.update(bar, advance=1, loss=shown)
 
             model, history = train(cfg, args.train, episodes, report)
+            refit = refit_predictor(model, args.train, episodes, report)
         seconds = time.monotonic() - t0
         last = history[-50:]
         summary = {k: float(np.mean([h[k] for h in last])) for k in last[-1]}
@@ -84,6 +85,7 @@ def main(args: TrainArgs, argv: list[str]) -> int:
                 "parameters": parameter_count(model),
                 "train_seconds": round(seconds, 1),
                 "final_terms": summary,
+                "refit_terms": {k: float(np.mean([h[k] for h in refit[-50:]])) for k in refit[-1]} if refit else {},
                 "dt_clamped": model.dt_clamped,
             },
         )

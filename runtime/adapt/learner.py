@@ -35,6 +35,9 @@ class LearnerConfig:
     batch: int = 128
     lr: float = 1e-2  # 30 steps of 1e-2 beat 60 of 5e-3 and of 2e-2 on the flip shift's one-step error
     accept: float = 0.98  # a candidate must beat the live predictor by 2 % on held-out ticks
+    # Parameters the learner leaves alone (by name prefix): the transition's coordinate system. A change of
+    # the world (a heavier cube, a weaker or reversed motor) is a change of forces, masses and gains.
+    frozen: tuple[str, ...] = ("basis", "center")
 
     def __post_init__(self):
         for name in ("window", "holdout_every", "min_ticks", "every", "steps", "batch"):
@@ -106,7 +109,8 @@ class SlowLearner:
                 return LearnerEvent("rolled_back", self.ticks, live_err, before_err), self.previous
         candidate = copy.deepcopy(live)
         candidate.train()
-        opt = torch.optim.Adam(candidate.parameters(), lr=self.cfg.lr)
+        trained = [p for name, p in candidate.named_parameters() if not name.startswith(self.cfg.frozen)]
+        opt = torch.optim.Adam(trained, lr=self.cfg.lr)
         n = len(train[0])
         for _ in range(self.cfg.steps):
             idx = torch.randint(0, n, (min(self.cfg.batch, n),), generator=self.generator)

@@ -131,8 +131,8 @@ def rollout_errors(model: WorldModel, probe: Probe, s: Starts, z0: torch.Tensor,
 def energy_drift(model: WorldModel, z0: torch.Tensor, steps: int = 1000, dt: float = 1 / 30) -> float:
     """Median relative |H_T - H_0| / |H_0| of `steps` undriven, undamped transition steps."""
     predictor = model.predictor
-    d, mix = predictor.d_latent, predictor.mix(z0)
-    q, p = z0[:, :d].double(), z0[:, d:].double()
+    mix = predictor.mix(z0)
+    q, p = (x.double() for x in predictor.canonical(z0))
     transition = predictor.transition.double()
     mix = mix.double()
     h0 = transition.energy(q, p, mix)
@@ -154,14 +154,16 @@ def scan_step_error(model: WorldModel, episode: dict, ticks: int = 300) -> tuple
     the belief carries that difference on. The first figure is the scan's own agreement with the step."""
     t = min(ticks, len(episode["dt_eff"]))
     seq = {k: torch.from_numpy(episode[k][None, :t]) for k in TICK_FIELDS}
-    u = model.encode(seq)  # once, shared by both paths
+    tokens = model.tokens(seq)  # once, shared by both paths
+    u = model.encoder.fuse(tokens.flatten(2))
+    u_world = model.world_input(tokens, u)
     dt = model.clamp_dt(seq["dt_eff"].float())
     y_scan, _, _ = model.belief(u, dt)
-    z_scan = model.latent(u, y_scan)
+    z_scan = model.latent(u, y_scan, u_world)
     state, belief_worst = model.initial_state(1), 0.0
     for i in range(t):
         y, state, _ = model.belief.step(u[:, i], dt[:, i], state)
-        belief_worst = max(belief_worst, float((model.latent(u[:, i], y) - z_scan[:, i]).abs().max()))
+        belief_worst = max(belief_worst, float((model.latent(u[:, i], y, u_world[:, i]) - z_scan[:, i]).abs().max()))
     z_seq, _, _ = model(seq)
     state, worst = model.initial_state(1), 0.0
     for i in range(t):

@@ -168,9 +168,9 @@ def scene_contrast(vision: torch.Tensor, seen: torch.Tensor, temperature: float 
 
 def conservation(predictor, z0: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
     """Relative energy change of K undriven, undamped transition steps (squared, mean over starts)."""
-    transition, d = predictor.transition, predictor.d_latent
+    transition = predictor.transition
     mix = predictor.mix(z0)
-    q, p = z0[:, :d], z0[:, d:]
+    q, p = predictor.canonical(z0)
     h0 = transition.energy(q, p, mix)
     ticks = predictor.ticks(dt)
     for i in range(dt.shape[1]):

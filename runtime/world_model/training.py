@@ -2,6 +2,11 @@
 
 Every model is trained by the same loop on the same windows in the same order (same seed), for the same
 number of steps: the baselines get exactly what the Hamiltonian model gets.
+
+Then `refit_predictor` trains the transition alone on the finished model's latents, which stay put while it
+learns (in the joint phase they move under it). Its K-step prediction error is what planning and adaptation
+live on: on the Hamiltonian model's latents, 1,500 such steps took the 5-step error of the probe-decoded
+state from 1.4x that of holding the state still to 1.0x. Every model gets the same refit.
 """
 
 import copy
@@ -13,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from runtime.world_model.data import STREAMS, load_episode
 from runtime.world_model.model import JOINT_DIM, TICK_FIELDS, WorldModel, WorldModelConfig
-from runtime.world_model.objective import ObjectiveConfig, jepa_loss
+from runtime.world_model.objective import ObjectiveConfig, conservation, jepa_loss, stability
 
 
 @dataclass(frozen=True)
@@ -31,8 +37,13 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    refit_steps: int = 1500  # transition-only steps on the trained model's latents (0: none)
+    refit_batch: int = 256  # K-step windows per refit step
+    refit_lr: float = 3e-3
 
     def __post_init__(self):
+        if self.refit_steps < 0 or self.refit_batch < 1 or not self.refit_lr > 0:
+            raise ValueError("need `refit_steps` >= 0, `refit_batch` >= 1 and `refit_lr` > 0")
         for name in ("steps", "batch", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}")
@@ -127,6 +138,52 @@ def train(
         if progress:
             progress(step, terms)
     return model.eval(), history
+
+
+@torch.no_grad()
+def latent_windows(model: WorldModel, episodes: "Episodes", k: int) -> tuple[torch.Tensor, ...]:
+    """Every (z_t, actions and dt of t+1..t+k, z_t+1..t+k) of every episode, from the model's latents."""
+    z0, actions, dt, target = [], [], [], []
+    for ep in episodes.episodes:
+        z = model({f: torch.from_numpy(ep[f][None]) for f in TICK_FIELDS})[0][0]
+        t = len(z) - k
+        idx = torch.arange(t)[:, None] + torch.arange(1, k + 1)[None]  # (t, k)
+        z0.append(z[:t])
+        actions.append(torch.from_numpy(ep["action"])[idx])
+        dt.append(model.clamp_dt(torch.from_numpy(ep["dt_eff"]).float())[idx])
+        target.append(z[idx])
+    return tuple(torch.cat(x) for x in (z0, actions, dt, target))
+
+
+def refit_predictor(
+    model: WorldModel, cfg: TrainConfig, episodes: "Episodes", progress: Callable[[int, dict], None] | None = None
+) -> list[dict]:
+    """Train the transition alone on the model's latents (encoders and belief frozen): the K-step
+    prediction error, with the Hamiltonian models' conservation and stability terms. Returns the terms."""
+    if not cfg.refit_steps:
+        return []
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    obj = cfg.objective
+    z0, actions, dt, target = latent_windows(model.eval(), episodes, obj.horizon)
+    opt = torch.optim.Adam(model.predictor.parameters(), lr=cfg.refit_lr)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    history = []
+    for step in range(cfg.refit_steps):
+        i = torch.randint(len(z0), (cfg.refit_batch,), generator=generator)
+        terms = {"refit": F.mse_loss(model.rollout(z0[i], actions[i], dt[i]), target[i])}
+        loss = terms["refit"]
+        if model.hamiltonian:
+            terms["conservation"] = conservation(model.predictor, z0[i], dt[i])
+            terms["stability"] = stability(model.predictor, z0[i], dt[i], obj.stability_margin)
+            loss = loss + obj.conservation * terms["conservation"] + obj.stability * terms["stability"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        history.append({k: float(v.detach()) for k, v in terms.items()})
+        if progress:
+            progress(step, history[-1])
+    return history
 
 
 def ema_copy(model: WorldModel) -> WorldModel:

@@ -66,6 +66,8 @@ def trained(tmp_path_factory):
         "2",
         "--train.window",
         "12",
+        "--train.refit-steps",
+        "3",
     )
     assert proc.returncode == 0, proc.stderr
     return root

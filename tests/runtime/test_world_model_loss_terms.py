@@ -88,13 +88,17 @@ def test_a_tiny_training_run_lowers_the_loss():
     """Sixty steps of the real training loop on two short simulated episodes bring the JEPA loss well down
     from where it starts (the first steps' mean against the last steps')."""
     from runtime.world_model.data import CollectConfig, collect_episode
-    from runtime.world_model.training import Episodes, TrainConfig, train
+    from runtime.world_model.training import Episodes, TrainConfig, refit_predictor, train
 
     episodes = Episodes.__new__(Episodes)
     episodes.episodes = [collect_episode(CollectConfig(episode_seconds=2.0), seed) for seed in (0, 1)]
-    _, history = train(
-        WorldModelConfig(**SMALL), TrainConfig(steps=60, batch=4, window=12, warmup=5, threads=1), episodes
-    )
+    cfg = TrainConfig(steps=60, batch=4, window=12, warmup=5, threads=1, refit_steps=60, refit_batch=32)
+    model, history = train(WorldModelConfig(**SMALL), cfg, episodes)
     first = np.mean([h["total"] for h in history[:5]])
     last = np.mean([h["total"] for h in history[-10:]])
     assert np.isfinite(last) and last < 0.5 * first, (first, last)
+    # Then the transition alone, on the trained model's latents: its K-step error falls.
+    refit = refit_predictor(model, cfg, episodes)
+    first = np.mean([h["refit"] for h in refit[:5]])
+    last = np.mean([h["refit"] for h in refit[-10:]])
+    assert len(refit) == 60 and np.isfinite(last) and last < 0.8 * first, (first, last)

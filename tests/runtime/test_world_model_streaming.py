@@ -157,3 +157,16 @@ def test_rollout_backwards_with_negative_dt_returns_to_the_start():
         for k in reversed(range(6)):
             z = model.predictor.step(z, actions[:, k], -dt[:, k], mix)
     assert torch.allclose(z, z0, atol=1e-9)
+
+
+def test_the_state_head_keeps_the_commanded_action_out_of_q():
+    """With `head_input="state"` (the default), q reads the sensors only: another action changes p (the
+    belief knows what was commanded), never q."""
+    model, batch = _model(head_input="state"), _batch(b=1, t=6)
+    other = dict(batch, action=batch["action"] + 1.0)
+    with torch.no_grad():
+        z, _, _ = model(batch)
+        z_other, _, _ = model(other)
+    d = model.cfg.d_latent
+    assert torch.allclose(z[..., :d], z_other[..., :d], atol=1e-6)
+    assert not torch.allclose(z[..., d:], z_other[..., d:], atol=1e-3)

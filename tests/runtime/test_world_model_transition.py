@@ -11,6 +11,7 @@ def _model(dtype=torch.float64) -> Transition:
     with torch.no_grad():
         model.raw_a.fill_(0.5)  # experts strong enough to matter
         model.c.normal_()
+        model.log_inv_mass.uniform_(-1.0, 0.5)  # unequal masses: the step must stay symplectic with them
     return model
 
 
@@ -70,3 +71,23 @@ def test_batched_rollout_equals_one_candidate_at_a_time():
             qi, pi = model.rollout(q0[i : i + 1], p0[i : i + 1], actions[i : i + 1], dt, mix)
             assert torch.allclose(qs[i], qi[0], atol=1e-6) and torch.allclose(ps[i], pi[0], atol=1e-6)
     assert not torch.allclose(qs[0], qs[1])  # different actions, different futures
+
+
+def test_the_predictor_maps_into_its_canonical_coordinates_and_back():
+    """With a random invertible basis and centre, z -> (q~, p~) -> z is the identity, a step of dt = 0 leaves
+    z where it was, and the predictor's energy is the transition's in those coordinates."""
+    from runtime.world_model.model import LeapfrogPredictor, WorldModelConfig
+
+    torch.manual_seed(0)
+    predictor = LeapfrogPredictor(WorldModelConfig(d_latent=6, experts=4), "leapfrog").double()
+    with torch.no_grad():
+        predictor.basis.add_(0.3 * torch.randn(12, 12, dtype=torch.float64))
+        predictor.center.normal_()
+    z = torch.randn(5, 12, dtype=torch.float64)
+    q, p = predictor.canonical(z)
+    assert torch.allclose(predictor.latent(q, p), z, atol=1e-10)
+    with torch.no_grad():
+        still = predictor.step(z, torch.zeros(5, 5, dtype=torch.float64), torch.zeros(5, dtype=torch.float64))
+    assert torch.allclose(still, z, atol=1e-10)
+    mix = predictor.mix(z)
+    assert torch.allclose(predictor.energy(z, mix), predictor.transition.energy(q, p, mix))
