@@ -37,6 +37,7 @@ class FastConfig:
     maintenance_s: float = 0.0005  # per tick, for the memory's maintenance (inside the tick's step time)
     trust_margin: float = 0.1  # corrections that cut the one-step error by this share on average: full trust
     trust_decay: float = 0.95  # of the running average of that share (about 20 ticks)
+    recency_writes: float = 0.0  # the store's preference for newer entries (store.py; 0: content alone)
 
     def __post_init__(self):
         if not 0 <= self.floor < self.close <= 1:
@@ -50,7 +51,14 @@ class FastAdapter:
         self.model, self.cfg = model, cfg
         self.d = 2 * model.cfg.d_latent
         self.memory = memory or CellMemory(
-            MemoryConfig(StoreConfig(key_dim=self.d + ACTION_DIM, value_dim=self.d, capacity=cfg.capacity))
+            MemoryConfig(
+                StoreConfig(
+                    key_dim=self.d + ACTION_DIM,
+                    value_dim=self.d,
+                    capacity=cfg.capacity,
+                    recency_writes=cfg.recency_writes,
+                )
+            )
         )
         self.writes = 0
         self.benefit = cfg.trust_margin  # running relative error reduction; optimistic start: full trust

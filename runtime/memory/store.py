@@ -16,7 +16,8 @@ a prediction residual, a goal latent), an energy and a crystallized flag (seed 0
 - **Probes.** `recall(..., probe=True)` is what planning uses: no recall changes the store, and a probe's
   recall cannot be credited, so nothing read while imagining feeds energy or crystallizes.
 - **Age.** Each entry keeps the write count at which it was stored (`born`), so a cell can tell entries from
-  before and after a change in the world apart when it splits (cells.py).
+  before and after a change in the world apart when it splits (cells.py). With `recency_writes` set, recall
+  also prefers newer entries among similar ones (an entry that many writes older weighs e^-1 as much).
 
 Keys should be roughly centred (cosine compares directions): the world model's latents are, by its mean
 penalty; callers with raw features standardize them first.
@@ -60,6 +61,9 @@ class StoreConfig:
     initial_energy: float = 1.0
     crystallize_energy: float = 3.0
     crystallize_ticks: int = 300  # 10 s at 30 Hz above the threshold
+    # > 0: recall prefers newer entries, an entry this many writes older needing a cosine one softmax
+    # temperature higher to weigh the same (0: by content alone)
+    recency_writes: float = 0.0
 
     def __post_init__(self):
         for name in ("key_dim", "value_dim", "capacity", "top_k", "crystallize_ticks"):
@@ -69,6 +73,8 @@ class StoreConfig:
             raise ValueError(f"`decay_per_tick` must be in [0, 1), got {self.decay_per_tick}")
         if self.temperature <= 0:
             raise ValueError(f"`temperature` must be > 0, got {self.temperature}")
+        if self.recency_writes < 0:
+            raise ValueError(f"`recency_writes` must be >= 0, got {self.recency_writes}")
 
 
 @dataclass
@@ -150,9 +156,12 @@ class HolographicStore:
         return known.astype(np.float32)
 
     # ---- reading ------------------------------------------------------------------------------------------
-    def nearest(self, cue: np.ndarray, known: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def nearest(
+        self, cue: np.ndarray, known: np.ndarray | None, k: int, recency: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The k most similar live entries per cue, (B, k) slots and cosines over the known dimensions
-        (`known` None: all), best first. Over the live slots only and in torch: a planning read is 256 cues x
+        (`known` None: all), best first (`recency`: ranked by cosine less the age penalty of
+        `recency_writes`). Over the live slots only and in torch: a planning read is 256 cues x
         4096 entries, and numpy's OpenBLAS pool and torch's would otherwise both spin on the same 2 cores."""
         full = bool(self.used.all())
         live = None if full else torch.from_numpy(np.flatnonzero(self.used))
@@ -164,7 +173,13 @@ class HolographicStore:
         else:
             key_norms = (torch.from_numpy(known) @ pick(self.key_sq).T).sqrt()
         sim = dot / (key_norms * masked.norm(dim=-1, keepdim=True) + EPS)
-        top, idx = torch.topk(sim, k, dim=-1)
+        if recency and self.cfg.recency_writes:
+            # After the world changes, the entries written since are the ones that describe it.
+            age = (self.writes - pick(self.born)).float()
+            _, idx = torch.topk(sim - age * (self.cfg.temperature / self.cfg.recency_writes), k, dim=-1)
+            top = torch.gather(sim, -1, idx)
+        else:
+            top, idx = torch.topk(sim, k, dim=-1)
         slots = idx if full else live[idx]
         return slots.numpy(), top.numpy()
 
@@ -177,8 +192,11 @@ class HolographicStore:
             raise MemoryInputError("recall from an empty store")
         cue = check_vectors(cue, self.cfg.key_dim, "cue")
         known = None if known is None else self._known(known, len(cue))  # None: the whole key is known
-        slots, top = self.nearest(cue, known, min(self.cfg.top_k, n))
-        logits = (top - top.max(-1, keepdims=True)) / self.cfg.temperature
+        slots, top = self.nearest(cue, known, min(self.cfg.top_k, n), recency=True)
+        logits = top / self.cfg.temperature
+        if self.cfg.recency_writes:
+            logits = logits - (self.writes - self.born[slots]) / self.cfg.recency_writes
+        logits -= logits.max(-1, keepdims=True)
         weights = np.exp(logits)
         weights /= weights.sum(-1, keepdims=True)
         value = np.einsum("bk,bkd->bd", weights, self.values[slots])

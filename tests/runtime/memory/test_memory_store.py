@@ -148,3 +148,20 @@ def test_state_round_trip_and_refusal_of_a_wrong_shape():
     assert _snapshot(again) == _snapshot(store)
     with pytest.raises(MemoryInputError, match="keys"):
         HolographicStore.from_state(StoreConfig(key_dim=31, value_dim=16, capacity=40), store.state())
+
+
+def test_recency_prefers_what_was_written_since_the_world_changed():
+    """The same key stored with an old value, then (after 50 other writes) a new one: by content alone the
+    recall blends the two equally; with `recency_writes` it returns mostly the new value, and a newer entry
+    that is much less similar still loses to an older one that matches."""
+    keys, values = _entries(60, dk=8, dv=4, seed=5)
+    old, new = np.ones(4, np.float32), -np.ones(4, np.float32)
+    for recency, expect in ((0.0, 0.0), (20.0, -0.8)):  # e^-2.5: about 0.92 of the weight
+        store = HolographicStore(StoreConfig(key_dim=8, value_dim=4, capacity=128, recency_writes=recency))
+        store.write(keys[0], old)
+        store.write(keys[1:51], values[1:51])
+        store.write(keys[0], new)
+        got = store.recall(keys[0]).value[0]
+        assert (got.mean() < expect) if recency else np.allclose(got, 0.0, atol=1e-3), (recency, got)
+    store.write(keys[51], np.full(4, 5.0, np.float32))  # the newest entry, under an unrelated key
+    assert store.recall(keys[0]).similarity[0, 0] > 0.999  # the matching entries still come first
