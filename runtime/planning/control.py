@@ -12,6 +12,9 @@
   largest), summed onto the present target: sampling absolute targets anywhere in the joint ranges put
   nearly every candidate far outside what the model was trained on, and the optimizer exploited its errors
   (the arm ended 0.5-0.65 m from reach goals it started 0.05-0.25 m from).
+  A plan's step is held for the control period, which the transition crosses in ticks (three of 1/30 s at
+  10 Hz), as the live arm does: the transition was trained one tick at a time, and one 0.1 s step took it
+  three times as far as its stability margin was set for. The cost reads the state at each control step.
 Plan times are kept (`plan_ms`) for `plan_p99_ms`.
 """
 
@@ -26,6 +29,7 @@ from envs.expert import InverseKinematics
 from runtime.planning.mpc import LatentGoalCost, Planner, PlannerConfig
 from runtime.planning.safety import SafetyFilter, SafetyLimits
 from runtime.world_model.data import tick_fields
+from runtime.world_model.model import TICK_S
 
 GOAL_TICKS = 5  # ticks of the goal image folded into the goal latent
 JOINT_SPEED_RAD_S = 2.5  # the safety filter's target speed limit: the expert's largest steps, with margin
@@ -92,7 +96,8 @@ class MPCController:
         self.target = torch.as_tensor(
             base.action_for_targets(base.arm_target, -1.0)[:-1], dtype=torch.float32
         )
-        self.dt = 1.0 / base.control_hz
+        self.ticks_per_step = max(1, round(1.0 / base.control_hz / TICK_S))
+        self.dt = 1.0 / base.control_hz / self.ticks_per_step
 
     def _absolute(self, steps: torch.Tensor) -> torch.Tensor:
         """Plans of steps (N, H, A) -> the absolute actions they command: targets summed from the present
@@ -102,11 +107,12 @@ class MPCController:
         return torch.cat((joints, steps[..., -1:]), -1)
 
     def _rollout(self, z0: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
-        actions = self._absolute(steps)
+        """Plans (N, H, A) -> the latent at the end of each control step (N, H, d), tick by tick."""
+        n = self.ticks_per_step
+        actions = self._absolute(steps).repeat_interleave(n, 1)  # held for the control period
         dt = torch.full(actions.shape[:2], self.dt)
-        if self.adapter is not None:
-            return self.adapter.rollout(z0, actions, dt)
-        return self.model.rollout(z0, actions, dt)
+        roll = self.adapter.rollout if self.adapter is not None else self.model.rollout
+        return roll(z0, actions, dt)[:, n - 1 :: n]
 
     @torch.no_grad()
     def observe(self, ticks) -> None:
