@@ -62,6 +62,10 @@ class SimConfig:
     """Node graph YAML (default: launch/graphs/sim.yaml, or sim_gym.yaml for gym:<id>)."""
     logs: Path | None = None
     """Directory for each node's log file (default: a temporary run directory)."""
+    policy: Literal["expert", "mpc", "random", "actor"] = "expert"
+    """Who acts on the manipulation arm: the scripted IK `expert`; `mpc`, the brain planning in the world
+    model's latent space (graph sim_mpc.yaml); `random`, a random walk of joint targets. The distilled
+    `actor` is not built yet and is refused."""
     status_file: Path | None = None
     """Write the dashboard's figures here as JSON, once a second and at exit (`streams` with per-stream
     `rate_hz`, `stale`, `latency_p50_ms`; `ticks`; `e2e_p50_ms`, `e2e_p99_ms`; `episodes`, `successes`;
@@ -349,11 +353,21 @@ def prepare(cfg: SimConfig) -> tuple[Graph, dict]:
     """Everything that can refuse bad input, before any process starts."""
     envs.check_name(cfg.env, cfg.task)
     manipulation = cfg.env == "manipulation"
-    graph = load_graph(cfg.graph or ("sim" if manipulation else "sim_gym"))
+    if cfg.policy == "actor":
+        raise ValueError("`--policy actor`: the distilled actor is not built yet; use mpc, expert or random")
+    if cfg.policy != "expert" and not manipulation:
+        raise ValueError(f"`--policy {cfg.policy}` drives the manipulation arm; gym envs act at random")
+    default = "sim_mpc" if cfg.policy == "mpc" else "sim"
+    graph = load_graph(cfg.graph or (default if manipulation else "sim_gym"))
     sim = {"env": cfg.env, "seed": cfg.seed, "image_size": cfg.image_size, "speed": cfg.speed}
     params = {"sim": sim}
     if manipulation:
-        sim["task"] = params.setdefault("expert", {})["task"] = cfg.task or "push"
+        sim["task"] = cfg.task or "push"
+        for node in ("expert", "brain"):
+            if node in graph.nodes:
+                params[node] = {"task": sim["task"]}
+        if cfg.policy == "random" and "expert" in params:
+            params["expert"]["policy"] = "random"
     if cfg.save_video is not None:
         VideoWriter(cfg.save_video, fps=30, scale=cfg.video_scale)  # checks the path; writes nothing yet
     if cfg.status_file is not None and not cfg.status_file.parent.is_dir():

@@ -14,7 +14,10 @@ every tick, the learner's rounds two Adam steps per tick (inside the tick's step
 dynamics-lock record (JSON, made by `runtime.adapt.lock.DynamicsLock.seal`) or none; a locked brain refuses
 to start from other weights, applies no weight changes, and on a mismatch at run time publishes `brain/stop`
 (the actuator's protective stop).
-The planner follows (issue 7).
+`policy: mpc` plans on the belief (runtime/planning/live.py): the goal from `sim/task`, a plan every
+control period (`control_hz`, default 10) within `plan_deadline_ms`, published on `brain/action` (stamped
+with the capture time of the tick it planned from, so the dashboard's latency is capture to action). With
+`policy: none` (the default) the brain only watches: another node acts.
 """
 
 import logging
@@ -82,9 +85,35 @@ def lock_record(params: dict):
         raise ValueError(f"`lock`: {exc}") from None
 
 
+POLICIES = ("none", "mpc")
+
+
+def planner_config(params: dict):
+    """The `planner` param as a PlannerConfig; raises ValueError naming the field."""
+    from runtime.planning.mpc import PlannerConfig
+
+    raw = dict(params.get("planner") or {})
+    unknown = sorted(set(raw) - set(PlannerConfig.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"`planner` has unknown fields {unknown}")
+    return PlannerConfig(**raw)
+
+
 def check_params(params: dict, graph: Graph) -> None:
     """Called by launch entry points before any process starts."""
     adapt_config(params)
+    policy = str(params.get("policy", "none"))
+    if policy not in POLICIES:
+        raise ValueError(f"`policy` must be one of {', '.join(POLICIES)}, got {policy!r}")
+    if policy == "mpc":
+        planner_config(params)
+        if world_model_path(params) is None:
+            raise ValueError("`policy: mpc` plans through the world model: `world_model` cannot be none")
+        spec = graph.nodes["brain"]
+        if "brain/action" not in spec.publishes or not {"sim/task", "sim/joint"} <= set(spec.subscribes):
+            raise ValueError("`policy: mpc` needs the brain to publish `brain/action` and read sim/task, sim/joint")
+        if not float(params.get("control_hz", 10.0)) > 0 or not float(params.get("plan_deadline_ms", 25)) > 0:
+            raise ValueError("`control_hz` and `plan_deadline_ms` must be > 0")
     if lock_record(params) is not None and "brain/stop" not in graph.nodes["brain"].publishes:
         raise ValueError("`lock` needs the brain to publish `brain/stop` (the actuators' protective stop)")
     config = vsync_config(params, graph)
@@ -110,6 +139,23 @@ class BrainNode(Node):
                 path, adapt=adapt_config(self.params), lock=lock_record(self.params), on_violation=self.stop
             )
             log.info("brain: world model %s (%s)", path, self.world_model.manifest.get("command"))
+        self.planner = None
+        if self.params.get("policy", "none") == "mpc":
+            from runtime.planning.live import LivePlanner
+
+            wm = self.world_model
+            self.planner = LivePlanner(
+                wm.model,
+                str(self.params.get("task", "push")),
+                planner_config(self.params),
+                float(self.params.get("plan_deadline_ms", 25)) / 1e3,
+                wm.adapter,
+            )
+            self.control_period_s = 1.0 / float(self.params.get("control_hz", 10.0))
+            self.next_control = 0.0
+        self.streams = {s.name for s in self.vsync.config.streams}
+        self.task = self.joint = None
+        self.tick_capture_ns = 0
 
     def stop(self, reason: str) -> None:
         """The dynamics lock tripped: a protective stop of the actuators, and the reason in the log."""
@@ -121,6 +167,12 @@ class BrainNode(Node):
         deadline = self.vsync.next_deadline_ns()
         timeout = MAX_BLOCK_S if deadline is None else min(MAX_BLOCK_S, max(0.0, (deadline - now_ns()) / 1e9))
         msgs = self.receive(timeout)
+        for m in msgs:
+            if m.topic == "sim/task":
+                self.task = m.data
+            elif m.topic == "sim/joint":
+                self.joint = m.data
+        msgs = [m for m in msgs if m.topic in self.streams]
         ticks = self.vsync.push_many(  # one batch per poll: the per-sample work in one kernel call
             [m.topic for m in msgs],
             [m.seq for m in msgs],
@@ -132,13 +184,34 @@ class BrainNode(Node):
             self.publish("brain/tick", tick_summary(tick), tick.capture_ns)
             if self.world_model is not None:
                 self.publish("brain/model", self.world_model.step(tick), tick.capture_ns)
+                self.tick_capture_ns = tick.capture_ns
+        if self.planner is not None:
+            self.control()
         if time.monotonic() >= self.next_status:
             self.next_status = time.monotonic() + STATUS_PERIOD_S
             self.publish("brain/vsync", status_table(self.vsync.status()), now_ns())
             if self.world_model is not None and self.world_model.tripped:  # latched: a restarted actuator
                 self.publish("brain/stop", np.ones(1, np.float32), now_ns())  # hears it again
 
+    def control(self) -> None:
+        """At the control rate: plan from the latest belief and publish the safe action."""
+        if self.task is None or self.joint is None or time.monotonic() < self.next_control:
+            return
+        self.next_control = time.monotonic() + self.control_period_s
+        if self.planner.new_task(self.task, self.joint):
+            log.info("brain: episode %d, goal %s", self.planner.episode, np.round(self.task[11:14], 3))
+        if self.world_model.z is None:
+            return  # no belief yet: the actuator holds the arm where it is
+        action = self.planner.act(self.world_model.z, np.asarray(self.joint, float))
+        self.publish("brain/action", np.asarray(action, np.float32), self.tick_capture_ns)
+
     def disconnect(self) -> None:
+        if getattr(self, "planner", None) is not None:
+            ms = np.array(self.planner.plan_ms) if self.planner.plan_ms else np.full(1, np.nan)
+            log.info(
+                "brain: %d plans, p50 %.1f ms, p99 %.1f ms", self.planner.plans, *np.percentile(ms, [50, 99])
+            )
+            self.planner.close()
         if hasattr(self, "vsync"):
             for s in self.vsync.status():
                 log.info(

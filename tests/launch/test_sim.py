@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -91,6 +92,40 @@ def test_sim_graph_runs_streams_at_native_rates_and_writes_video(tmp_path):
     assert ok and frame.shape == (256, 256, 3)
 
 
+@pytest.mark.timeout(180)
+def test_mpc_policy_closes_the_loop_through_the_brain(tmp_path):
+    """`--policy mpc`: no expert runs; the brain plans on its belief and publishes `brain/action` at the
+    control rate, the actuator turns it into commands at 100 Hz, and the brain aligns those commands into
+    its ticks. The brain's log counts its plans and their times."""
+    status = tmp_path / "status.json"
+    proc = run_sim(
+        "--policy", "mpc", "--task", "reach", "--seconds", "20", "--logs", str(tmp_path / "logs"),
+        "--status-file", str(status), timeout=170,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads(status.read_text())
+    assert "expert/action" not in figures["streams"]
+    action, command = figures["streams"]["brain/action"], figures["streams"]["actuator/command"]
+    # 10 Hz less slow plans; not `stale`: the action carries its tick's capture time, and on a loaded
+    # machine the last one can be older than the staleness bound when the final status is written
+    assert 7 <= action["rate_hz"] <= 11, action
+    assert abs(command["rate_hz"] - 100) <= 10, command
+    assert figures["ticks"] > 100
+    log = (tmp_path / "logs" / "brain.log").read_text()
+    found = re.search(r"brain: (\d+) plans, p50", log)
+    assert found and int(found[1]) > 50, log[-2000:]
+
+
+@pytest.mark.timeout(120)
+def test_random_policy_walks_the_joint_targets(tmp_path):
+    """`--policy random`: the expert node publishes a random walk of joint targets at its 10 Hz."""
+    status = tmp_path / "status.json"
+    proc = run_sim("--policy", "random", "--seconds", "6", "--status-file", str(status))
+    assert proc.returncode == 0, proc.stderr
+    action = json.loads(status.read_text())["streams"]["expert/action"]
+    assert abs(action["rate_hz"] - 10) <= 1 and action["stale"] is False, action
+
+
 @pytest.mark.timeout(120)
 def test_sim_runs_any_gymnasium_env():
     """`--env gym:Pusher-v5` runs the sim_gym graph: camera and joint streams, and says there is no audio."""
@@ -146,6 +181,8 @@ def test_ctrl_c_stops_every_node_within_2_s_leaving_no_orphans():
         (["--save-video", "out.avi"], ".mp4"),
         (["--seconds", "-1"], "`seconds` must be > 0"),
         (["--graph", "no_such_graph"], "no such graph file"),
+        (["--policy", "actor"], "the distilled actor is not built yet"),
+        (["--env", "gym:Pusher-v5", "--policy", "mpc"], "drives the manipulation arm"),
     ],
 )
 def test_sim_refuses_bad_input_before_starting(args, message):

@@ -50,6 +50,29 @@ def test_shipped_graphs_are_valid():
     assert "actuator/command" in graph.nodes["sim"].subscribes
     assert graph.topics["sim/audio"][1].policy is Policy.LOSSLESS
     load_graph("sim_gym")
+    mpc = load_graph("sim_mpc")  # the brain acts: no expert; the actuator hears the brain's plans
+    assert set(mpc.nodes) == {"sim", "actuator", "brain"}
+    assert "brain/action" in mpc.nodes["actuator"].subscribes
+    check_params(mpc.nodes["brain"].params, mpc)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"policy": "dance"}, "`policy` must be one of none, mpc"),
+        ({"planner": {"candidates": 0}}, "`candidates` must be >= 1"),
+        ({"planner": {"budget": 3}}, "`planner` has unknown fields ['budget']"),
+        ({"world_model": "none"}, "`world_model` cannot be none"),
+        ({"control_hz": 0}, "`control_hz` and `plan_deadline_ms` must be > 0"),
+    ],
+)
+def test_bad_brain_policy_params_are_refused_naming_the_field(change, message):
+    from nodes.brain import check_params
+
+    graph = load_graph("sim_mpc")
+    with pytest.raises(ValueError) as err:
+        check_params({**graph.nodes["brain"].params, **change}, graph)
+    assert message in str(err.value)
 
 
 def test_endpoints_come_from_the_graph(tmp_path):

@@ -1,0 +1,66 @@
+"""Latent MPC on the live brain's belief: the goal from the task stream, a plan each control period.
+
+The brain's world model folds each V-sync tick into its belief; this planner reads that belief (it steps no
+model of its own) and, at the control rate, plans through the same transition, memory corrections included
+(runtime/planning/control.py), and returns the first action after the safety filter.
+
+The goal comes from `sim/task` (episode, end-effector, cube pose, goal). A new episode number rebuilds the
+scene in a private copy of the world (cube where the task says, goal marker, arm where the joints say) and
+renders the goal image there, as `launch.eval control` does in process; nothing is shared with the sim
+node but messages.
+"""
+
+import mujoco
+import numpy as np
+import torch
+
+import envs
+from runtime.planning.control import MPCController
+from runtime.planning.mpc import PlannerConfig
+
+TASK_FIELDS = {"episode": slice(0, 1), "ee": slice(1, 4), "object": slice(4, 11), "goal": slice(11, 14)}
+
+
+class LivePlanner:
+    def __init__(self, model, task: str, planner: PlannerConfig, deadline_s: float, adapter=None):
+        self.env = envs.make(
+            "manipulation",
+            task,
+            image_size=model.cfg.image_size,
+            audio=False,
+            action_mode="absolute",
+        )
+        self.controller = MPCController(model, planner, adapter, deadline_s)
+        self.episode = None
+        self.plans = 0
+
+    def new_task(self, task: np.ndarray, joint: np.ndarray) -> bool:
+        """A `sim/task` reading and the latest joints; rebuilds the goal when the episode changed. Returns
+        whether it did."""
+        episode = int(task[TASK_FIELDS["episode"]][0])
+        if episode == self.episode:
+            return False
+        base = self.env.unwrapped
+        obj, goal = task[TASK_FIELDS["object"]], task[TASK_FIELDS["goal"]]
+        self.env.reset(seed=episode, options={"cube_pos": obj[:3], "goal": goal})
+        d = base.data
+        d.qpos[base._cube_qpos + 3 : base._cube_qpos + 7] = obj[3:7]  # the cube's yaw as the sim has it
+        d.qpos[base._arm_qpos] = joint[:4]
+        base.arm_target = np.array(joint[:4], dtype=float)
+        mujoco.mj_forward(base.model, d)
+        self.controller.reset(self.env)
+        self.episode = episode
+        return True
+
+    def act(self, z: torch.Tensor, joint: np.ndarray) -> np.ndarray:
+        """Plan from the belief z (1, 2D) with the arm at `joint`; the safe action to apply."""
+        self.controller.z = z
+        self.plans += 1
+        return self.controller.act({"joint": joint})
+
+    @property
+    def plan_ms(self) -> list[float]:
+        return self.controller.plan_ms
+
+    def close(self) -> None:
+        self.env.close()
