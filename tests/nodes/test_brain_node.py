@@ -77,7 +77,8 @@ def test_brain_ticks_are_coherent_across_three_jittery_publishers(tmp_path):
     )
     try:
         sup.start()
-        deadline = time.monotonic() + 60  # the brain imports torch and loads the model: slow on a loaded machine
+        # the brain imports torch and loads the model: slow on a loaded machine
+        deadline = time.monotonic() + 60
         while not sub.wait_ready(0.2) and time.monotonic() < deadline:
             sup.watch()
         assert time.monotonic() < deadline, "the brain never became ready"
