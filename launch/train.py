@@ -85,7 +85,9 @@ def main(args: TrainArgs, argv: list[str]) -> int:
                 "parameters": parameter_count(model),
                 "train_seconds": round(seconds, 1),
                 "final_terms": summary,
-                "refit_terms": {k: float(np.mean([h[k] for h in refit[-50:]])) for k in refit[-1]} if refit else {},
+                "refit_terms": {k: float(np.mean([h[k] for h in refit[-50:]])) for k in refit[-1]}
+                if refit
+                else {},
                 "dt_clamped": model.dt_clamped,
             },
         )

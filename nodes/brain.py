@@ -111,7 +111,9 @@ def check_params(params: dict, graph: Graph) -> None:
             raise ValueError("`policy: mpc` plans through the world model: `world_model` cannot be none")
         spec = graph.nodes["brain"]
         if "brain/action" not in spec.publishes or not {"sim/task", "sim/joint"} <= set(spec.subscribes):
-            raise ValueError("`policy: mpc` needs the brain to publish `brain/action` and read sim/task, sim/joint")
+            raise ValueError(
+                "`policy: mpc` needs the brain to publish `brain/action` and read sim/task, sim/joint"
+            )
         if not float(params.get("control_hz", 10.0)) > 0 or not float(params.get("plan_deadline_ms", 25)) > 0:
             raise ValueError("`control_hz` and `plan_deadline_ms` must be > 0")
     if lock_record(params) is not None and "brain/stop" not in graph.nodes["brain"].publishes:

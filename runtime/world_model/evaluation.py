@@ -163,7 +163,9 @@ def scan_step_error(model: WorldModel, episode: dict, ticks: int = 300) -> tuple
     state, belief_worst = model.initial_state(1), 0.0
     for i in range(t):
         y, state, _ = model.belief.step(u[:, i], dt[:, i], state)
-        belief_worst = max(belief_worst, float((model.latent(u[:, i], y, u_world[:, i]) - z_scan[:, i]).abs().max()))
+        belief_worst = max(
+            belief_worst, float((model.latent(u[:, i], y, u_world[:, i]) - z_scan[:, i]).abs().max())
+        )
     z_seq, _, _ = model(seq)
     state, worst = model.initial_state(1), 0.0
     for i in range(t):

@@ -33,7 +33,8 @@ MODEL_VERSION = 4  # bump when a change makes old checkpoints unloadable
 MODELS = ("hssm", "euler", "mlp_pred", "gru", "transformer")
 HEAD_INPUTS = ("both", "belief", "split", "state")
 TICK_S = 1 / 30  # the latent transition's time unit: one camera tick
-ACTION_TOKEN = 3  # the action's place among the tick's tokens (encoders.TickEncoder: camera, audio, joint, action)
+# the action's place among the tick's tokens (encoders.TickEncoder: camera, audio, joint, action)
+ACTION_TOKEN = 3
 DT_MIN_S, DT_MAX_S = 1e-3, 0.25  # a tick shorter than 1 ms or longer than 250 ms is clamped (and counted)
 JOINT_DIM, ACTION_DIM, MAX_CHUNKS = 13, 5, 6  # joint: envs.proprioception (joints, velocities, tool)
 # The latent transition starts as a critically damped servo (damping ratio gamma / 2 omega = 1, 95 % settled

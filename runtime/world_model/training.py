@@ -156,7 +156,10 @@ def latent_windows(model: WorldModel, episodes: "Episodes", k: int) -> tuple[tor
 
 
 def refit_predictor(
-    model: WorldModel, cfg: TrainConfig, episodes: "Episodes", progress: Callable[[int, dict], None] | None = None
+    model: WorldModel,
+    cfg: TrainConfig,
+    episodes: "Episodes",
+    progress: Callable[[int, dict], None] | None = None,
 ) -> list[dict]:
     """Train the transition alone on the model's latents (encoders and belief frozen): the K-step
     prediction error, with the Hamiltonian models' conservation and stability terms. Returns the terms."""
