@@ -111,7 +111,8 @@ def test_the_learner_swaps_in_what_validates_and_rejects_what_does_not(model):
     event, weights = learner.round()
     assert event.kind == "swapped" and event.candidate_error < 0.98 * event.live_error
     learner.apply(event, weights, locked=False)
-    assert not _same(before, _weights(model.predictor)) and learner.previous is not None
+    assert not _same(before, _weights(model.predictor))
+    assert len(learner.library) == 2 and learner.live == 1 and _same(before, learner.library[0].weights)
 
     same = SlowLearner(copy.deepcopy(model), cfg)
     _feed(same, same.model, same.model.predictor, 300, seed=2)
@@ -133,8 +134,8 @@ def test_a_candidate_must_beat_the_predictions_already_made_with_memory(model):
 
 
 def test_the_learner_rolls_back_a_swap_that_stops_validating(model):
-    """After a swap, the world turns out to be the old one: the replaced weights validate better on ticks
-    neither trained on, and the next round restores them exactly."""
+    """After a swap, the world turns out to be the old one: the replaced weights validate better on recent
+    ticks neither trained on, and the next round restores them exactly."""
     original = _weights(model.predictor)
     learner = SlowLearner(model, LearnerConfig(window=300, min_ticks=64, steps=40))
     world = _reversed(model)
@@ -144,11 +145,36 @@ def test_the_learner_rolls_back_a_swap_that_stops_validating(model):
     assert event.kind == "swapped"
     reference = copy.deepcopy(model.predictor)
     reference.load_state_dict(original)
-    _feed(learner, model, reference, 300, seed=4)  # the window now holds only the original world
+    _feed(learner, model, reference, 150, seed=4)  # the last 120 ticks are the original world's
     event, weights = learner.round()
-    assert event.kind == "rolled_back"
+    assert event.kind == "rolled_back" and event.entry == 0
     learner.apply(event, weights, locked=False)
-    assert _same(original, _weights(model.predictor)) and learner.previous is None
+    assert _same(original, _weights(model.predictor)) and learner.live == 0
+
+
+def test_the_shipped_weights_come_back_after_many_swaps_and_the_library_stays_bounded(model):
+    """Four swaps in changed worlds (each a different scale of the reversed actions), more than the library
+    holds: the shipped weights are never evicted, and when the world returns to the original, one round
+    restores them, not the last swap's predecessor (itself a changed world's transition)."""
+    original = _weights(model.predictor)
+    learner = SlowLearner(model, LearnerConfig(window=300, min_ticks=64, steps=40, library=3))
+    for k, scale in enumerate((-1.0, -1.5, -2.0, -2.5)):
+        world = copy.deepcopy(model.predictor)
+        world.load_state_dict(original)
+        with torch.no_grad():
+            world.transition.b.mul_(scale)
+        _feed(learner, model, world, 300, seed=10 + k)
+        event, weights = learner.round()
+        assert event.kind == "swapped", event
+        learner.apply(event, weights, locked=False)
+        assert len(learner.library) <= 3 and _same(original, learner.library[0].weights)
+    shipped = copy.deepcopy(model.predictor)
+    shipped.load_state_dict(original)
+    _feed(learner, model, shipped, 150, seed=20)
+    event, weights = learner.round()
+    assert event.kind == "rolled_back" and event.entry == 0, event
+    learner.apply(event, weights, locked=False)
+    assert _same(original, _weights(model.predictor))
 
 
 def test_a_locked_runtime_refuses_weight_changes_but_may_still_learn_in_memory(model):
