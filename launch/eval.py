@@ -52,6 +52,8 @@ class WorldModelEval:
     """Write the report here."""
     checkpoints: Path = Path("results/checkpoints")
     """Directory holding one checkpoint per model (launch.train --model all)."""
+    models: tuple[str, ...] = MODELS
+    """Models to evaluate (hssm is always among them; the rollout ratio needs at least one baseline)."""
     train_data: Path = Path("data/train")
     """Episodes the probes are fitted on."""
     heldout: Path = Path("data/heldout")
@@ -69,8 +71,11 @@ class WorldModelEval:
 
 def run(cfg: WorldModelEval, console: Console) -> Report:
     torch.set_num_threads(2)
+    unknown = sorted(set(cfg.models) - set(MODELS))
+    if unknown:
+        raise SystemExit(f"launch.eval: unknown model(s) {', '.join(unknown)}; valid: {', '.join(MODELS)}")
     models = {}
-    for name in MODELS:
+    for name in ("hssm", *(m for m in MODELS if m in cfg.models and m != "hssm")):
         try:
             models[name] = checkpoint.load(cfg.checkpoints / name)
         except checkpoint.CheckpointError as exc:
@@ -111,8 +116,10 @@ def run(cfg: WorldModelEval, console: Console) -> Report:
         for h in ev.HORIZONS:
             still = ev.errors(probe(ev.features(model, z_test, False)), test.truth_after[:, h - 1])
             det[f"hold_err_h{h}_{name}"] = (still["ee"] + still["object"]) / 2
-    best = min(res[f"rollout_err_h30_{m}"] for m in MODELS if m != "hssm")
-    res["rollout_h30_hssm_over_best_baseline"] = res["rollout_err_h30_hssm"] / best
+    baselines = [m for m in models if m != "hssm"]
+    if baselines:
+        best = min(res[f"rollout_err_h30_{m}"] for m in baselines)
+        res["rollout_h30_hssm_over_best_baseline"] = res["rollout_err_h30_hssm"] / best
     return report
 
 

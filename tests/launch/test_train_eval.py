@@ -150,6 +150,12 @@ def test_tampered_checkpoint_is_refused_by_eval(trained, tmp_path):
     assert "does not match its manifest" in proc.stderr and "gru" in proc.stderr
 
 
+def test_eval_refuses_an_unknown_model_name(tmp_path):
+    proc = run("launch.eval", "worldmodel", "--models", "hssm", "lstm", "--checkpoints", str(tmp_path))
+    assert proc.returncode != 0
+    assert "unknown model(s) lstm" in proc.stderr and "transformer" in proc.stderr
+
+
 def test_train_without_data_says_how_to_collect(tmp_path):
     """No episodes: exit code 2 and the collect command to run, before any model is built."""
     proc = run("launch.train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "ckpt"))
