@@ -4,7 +4,8 @@ Starts the node graph `launch/graphs/sim.yaml` (sim -> expert -> actuator -> sim
 which aligns the sensor streams and actions into ticks with the V-sync scheduler; each node its own process,
 supervised and restarted on a crash) and shows a live dashboard: per-stream rate and staleness, node
 liveness, restarts, episodes and successes, and the brain's per-stream tracked rate, jitter, drops and stale
-flags. The scripted IK expert acts until the world model and planner arrive. `--env gym:Pusher-v5` (any
+flags. The scripted IK expert acts by default; `--policy mpc` has the brain plan in its world model's latent
+space instead (`sim_mpc.yaml`: the brain publishes `brain/action`). `--env gym:Pusher-v5` (any
 Gymnasium id with rgb_array rendering) runs `sim_gym.yaml` instead: camera and joint streams, random actions.
 Ctrl-C stops every process within 2 s and prints the summary.
 """
