@@ -167,6 +167,12 @@ class LeapfrogPredictor(nn.Module):
         mix = self.mix(z) if mix is None else mix
         return self.transition.energy(*self.canonical(z), mix)
 
+    def rollout(self, z0: torch.Tensor, actions: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+        """`step` K times, in the transition's coordinates between steps: z0 (N, 2D), actions (N, K, A), dt
+        (N, K) seconds -> (N, K, 2D). The basis is inverted once, not solved per step."""
+        qs, ps = self.transition.rollout(*self.canonical(z0), actions, self.ticks(dt), self.mix(z0))
+        return torch.cat((qs, ps), -1) @ torch.linalg.inv(self.basis).T + self.center
+
 
 class WorldModel(nn.Module):
     def __init__(self, cfg: WorldModelConfig):
@@ -276,6 +282,8 @@ class WorldModel(nn.Module):
 
     def rollout(self, z0: torch.Tensor, actions: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
         """Open loop: z0 (N, 2D), actions (N, K, A), dt (N, K) seconds (negative: backwards) -> (N, K, 2D)."""
+        if isinstance(self.predictor, LeapfrogPredictor):
+            return self.predictor.rollout(z0, actions, dt)
         mix = self.predictor.mix(z0)
         out, z = [], z0
         for k in range(actions.shape[1]):

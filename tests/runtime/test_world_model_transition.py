@@ -73,6 +73,21 @@ def test_batched_rollout_equals_one_candidate_at_a_time():
     assert not torch.allclose(qs[0], qs[1])  # different actions, different futures
 
 
+def test_rollout_reusing_gradients_equals_stepping():
+    """The rollout computes grad V once per step (the second kick's is the next step's first); it gives what
+    `step` gives, step after step, with per-candidate dt too."""
+    model = _model(torch.float64)
+    mix = torch.softmax(torch.randn(5, 4, dtype=torch.float64), -1)
+    q, p = torch.randn(5, 6, dtype=torch.float64), torch.randn(5, 6, dtype=torch.float64)
+    actions = torch.randn(5, 9, 3, dtype=torch.float64)
+    dt = torch.rand(5, 9, dtype=torch.float64) / 10 - 0.02  # some steps backwards
+    with torch.no_grad():
+        qs, ps = model.rollout(q, p, actions, dt, mix)
+        for t in range(9):
+            q, p = model.step(q, p, actions[:, t], dt[:, t], mix)
+            assert torch.allclose(qs[:, t], q, atol=1e-12) and torch.allclose(ps[:, t], p, atol=1e-12)
+
+
 def test_the_predictor_maps_into_its_canonical_coordinates_and_back():
     """With a random invertible basis and centre, z -> (q~, p~) -> z is the identity, a step of dt = 0 leaves
     z where it was, and the predictor's energy is the transition's in those coordinates."""
@@ -91,3 +106,10 @@ def test_the_predictor_maps_into_its_canonical_coordinates_and_back():
     assert torch.allclose(still, z, atol=1e-10)
     mix = predictor.mix(z)
     assert torch.allclose(predictor.energy(z, mix), predictor.transition.energy(q, p, mix))
+    # A rollout stays in those coordinates between steps and maps back once: the same as stepping z.
+    actions, dt = torch.randn(5, 7, 5, dtype=torch.float64), torch.full((5, 7), 1 / 30, dtype=torch.float64)
+    with torch.no_grad():
+        rolled, stepped = predictor.rollout(z, actions, dt), z
+        for k in range(7):
+            stepped = predictor.step(stepped, actions[:, k], dt[:, k], mix)
+            assert torch.allclose(rolled[:, k], stepped, atol=1e-10)
