@@ -171,7 +171,8 @@ class LeapfrogPredictor(nn.Module):
         """`step` K times, in the transition's coordinates between steps: z0 (N, 2D), actions (N, K, A), dt
         (N, K) seconds -> (N, K, 2D). The basis is inverted once, not solved per step."""
         qs, ps = self.transition.rollout(*self.canonical(z0), actions, self.ticks(dt), self.mix(z0))
-        return torch.cat((qs, ps), -1) @ torch.linalg.inv(self.basis).T + self.center
+        back = torch.linalg.inv(self.basis).T  # z = (q~, p~) back^T + centre, without concatenating q~ and p~
+        return qs @ back[: self.d_latent] + ps @ back[self.d_latent :] + self.center
 
 
 class WorldModel(nn.Module):
