@@ -21,7 +21,7 @@ fits each model's linear probes on training episodes and scores everything on he
 """
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -258,8 +258,8 @@ CONTROL_POLICIES = ("mpc_hssm", "mpc_gru", "expert", "random")
 def run_control(cfg: ControlEval, console: Console) -> Report:
     from rich.progress import Progress
 
-    from runtime.planning.control import MPCController
-    from runtime.planning.mpc import PlannerConfig
+    from runtime.planning.control import PLANNER, MPCController
+    from runtime.world_model import readout
     from runtime.world_model.data import CollectConfig, collect_episode
 
     unknown = sorted(set(cfg.policies) - set(CONTROL_POLICIES))
@@ -270,8 +270,8 @@ def run_control(cfg: ControlEval, console: Console) -> Report:
     torch.set_num_threads(2)
     seconds = cfg.episode_seconds or (5.0 if cfg.task == "reach" else 10.0)
     elites = min(32, max(2, cfg.candidates // 8))  # the default 32 of 256, scaled for smaller runs
-    planner = PlannerConfig(
-        candidates=cfg.candidates, horizon=cfg.horizon, iterations=cfg.iterations, elites=elites
+    planner = replace(
+        PLANNER, candidates=cfg.candidates, horizon=cfg.horizon, iterations=cfg.iterations, elites=elites
     )
     report = Report(
         f"eval-control-{cfg.task}",
@@ -292,11 +292,12 @@ def run_control(cfg: ControlEval, console: Console) -> Report:
                     source = cfg.checkpoints / "gru"
                 try:
                     model, _ = checkpoint.load(source)
+                    joints = readout.load(source)
                 except checkpoint.CheckpointError as exc:
                     console.print(f"{policy}: skipped ({exc})")
                     bar.advance(task, cfg.episodes)
                     continue
-                controller = MPCController(model, planner)
+                controller = MPCController(model, planner, readout=joints)
             collect = CollectConfig(  # the expert as it is, without the exploration noise of training data
                 task=cfg.task, episode_seconds=seconds, random_fraction=random_fraction, noise_rad=0.0
             )

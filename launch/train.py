@@ -21,7 +21,7 @@ import tyro
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from runtime.world_model import checkpoint
+from runtime.world_model import checkpoint, readout
 from runtime.world_model.model import MODELS, WorldModelConfig, parameter_count
 from runtime.world_model.training import Episodes, TrainConfig, refit_predictor, train
 
@@ -38,6 +38,11 @@ class TrainArgs:
     """Checkpoints go to OUT/<model>."""
     episodes: int | None = None
     """Use only the first N episodes (default: all)."""
+    readout_only: Path | None = None
+    """Train nothing: fit the planning readout (q -> arm joints) of the checkpoint at this path on the data,
+    and add it to that checkpoint's manifest (e.g. runtime/world_model/default)."""
+    readout_episodes: int = 60
+    """Episodes the planning readout is fitted on (the first N)."""
     config: WorldModelConfig = WorldModelConfig()
     train: TrainConfig = TrainConfig()
 
@@ -53,6 +58,14 @@ def main(args: TrainArgs, argv: list[str]) -> int:
     console.print(f"{len(episodes)} episodes, {ticks:,} ticks from {args.data}")
     names = MODELS if args.model == "all" else (args.model,)
     command = "python -m launch.train " + shlex.join(argv)
+    if args.readout_only is not None:
+        try:
+            model, _ = checkpoint.load(args.readout_only)
+        except checkpoint.CheckpointError as exc:
+            console.print(f"launch.train: {exc}")
+            return 2
+        _fit_readout(model, args.readout_only, episodes, args.readout_episodes, console)
+        return 0
     for name in names:
         cfg = replace(args.config, model=name)
         t0 = time.monotonic()
@@ -95,7 +108,16 @@ def main(args: TrainArgs, argv: list[str]) -> int:
             f"{name}: {parameter_count(model):,} parameters, {seconds / 60:.1f} min, "
             f"final loss {summary['total']:.3f} (predict {summary['predict']:.3f}) -> {directory}"
         )
+        _fit_readout(model, directory, episodes, args.readout_episodes, console)
     return 0
+
+
+def _fit_readout(model, directory: Path, episodes: Episodes, n: int, console: Console) -> None:
+    chosen = episodes.episodes[:n]
+    with console.status(f"fitting the planning readout on {len(chosen)} episodes"):
+        fitted, error = readout.fit_on_episodes(model.eval(), chosen)
+    path = fitted.save(directory)
+    console.print(f"planning readout: joints to {error:.3f} rad (mean abs, training episodes) -> {path}")
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -107,8 +107,18 @@ def check_params(params: dict, graph: Graph) -> None:
         raise ValueError(f"`policy` must be one of {', '.join(POLICIES)}, got {policy!r}")
     if policy == "mpc":
         planner_config(params)
-        if world_model_path(params) is None:
+        path = world_model_path(params)
+        if path is None:
             raise ValueError("`policy: mpc` plans through the world model: `world_model` cannot be none")
+        from runtime.world_model.readout import READOUT
+
+        try:
+            checkpoint.verify_file(path, READOUT)
+        except checkpoint.CheckpointError as exc:
+            raise ValueError(
+                f"`world_model`: `policy: mpc` plans toward joint goals through the checkpoint's planning "
+                f"readout: {exc} (fit one with `python -m launch.train --readout-only {path}`)"
+            ) from None
         spec = graph.nodes["brain"]
         if "brain/action" not in spec.publishes or not {"sim/task", "sim/joint"} <= set(spec.subscribes):
             raise ValueError(
@@ -144,6 +154,7 @@ class BrainNode(Node):
         self.planner = None
         if self.params.get("policy", "none") == "mpc":
             from runtime.planning.live import LivePlanner
+            from runtime.world_model import readout
 
             wm = self.world_model
             self.planner = LivePlanner(
@@ -152,6 +163,7 @@ class BrainNode(Node):
                 planner_config(self.params),
                 float(self.params.get("plan_deadline_ms", 25)) / 1e3,
                 wm.adapter,
+                readout.load(path),
             )
             self.control_period_s = 1.0 / float(self.params.get("control_hz", 10.0))
             self.next_control = 0.0

@@ -22,7 +22,9 @@ TASK_FIELDS = {"episode": slice(0, 1), "ee": slice(1, 4), "object": slice(4, 11)
 
 
 class LivePlanner:
-    def __init__(self, model, task: str, planner: PlannerConfig, deadline_s: float, adapter=None):
+    def __init__(
+        self, model, task: str, planner: PlannerConfig, deadline_s: float, adapter=None, readout=None
+    ):
         self.env = envs.make(
             "manipulation",
             task,
@@ -30,7 +32,7 @@ class LivePlanner:
             audio=False,
             action_mode="absolute",
         )
-        self.controller = MPCController(model, planner, adapter, deadline_s)
+        self.controller = MPCController(model, planner, adapter, deadline_s, readout=readout)
         self.episode = None
         self.plans = 0
 

@@ -9,8 +9,10 @@ It stops after `iterations`, or before an iteration that would end past its dead
 one's duration), and returns the best sequence seen (anytime). The first iteration always runs: a plan is
 ready by the deadline unless one iteration alone is longer than it. Candidates whose cost is not finite
 lose to every finite one. The next call starts from this plan shifted by
-one step (warm start), so a tick refines rather than restarts. `LatentGoalCost` is the cost of issue 7:
-distance of the predicted q to a goal latent, action magnitude, action rate, and optionally energy.
+one step (warm start), so a tick refines rather than restarts. `smoothness` correlates the sampling noise
+along the horizon (iCEM's coloured noise). Costs: `LatentGoalCost`, the distance of the predicted q to a goal
+latent, action magnitude, action rate, and optionally energy; `JointGoalCost`, a joint-state goal read from
+the predicted state through the planning readout.
 """
 
 import time
@@ -33,6 +35,7 @@ class PlannerConfig:
     temperature: float = 0.1  # MPPI, in units of the candidates' cost spread
     init_std: float = 0.5
     min_std: float = 0.05
+    smoothness: float = 0.0  # AR(1) correlation of the noise along the horizon (iCEM's coloured noise)
     seed: int = 0
 
     def __post_init__(self):
@@ -47,6 +50,8 @@ class PlannerConfig:
             raise ValueError(f"`elites` ({self.elites}) must not exceed `candidates` ({self.candidates})")
         if not (self.temperature > 0 and self.init_std > 0 and 0 < self.min_std <= self.init_std):
             raise ValueError("need temperature > 0 and 0 < min_std <= init_std")
+        if not 0 <= self.smoothness < 1:
+            raise ValueError(f"`smoothness` must be in [0, 1), got {self.smoothness}")
 
 
 @dataclass
@@ -97,7 +102,7 @@ class Planner:
             started = self.clock()
             if done and end is not None and started + last > end:
                 break  # the next iteration would end past the deadline
-            noise = torch.randn((cfg.candidates, *mean.shape), generator=self.generator)
+            noise = self._noise(mean.shape)
             actions = torch.maximum(torch.minimum(mean + std * noise, self.high), self.low)
             actions[0] = mean  # the current mean is always a candidate: a refit never loses it
             costs = torch.nan_to_num(cost(self.rollout(z, actions), actions), nan=inf, posinf=inf)
@@ -109,6 +114,17 @@ class Planner:
             last = self.clock() - started
         self.mean = best
         return Plan(best, best_cost, done, self.clock() - t0)
+
+    def _noise(self, shape) -> torch.Tensor:
+        """(candidates, H, A) unit-variance noise, correlated along the horizon by `smoothness`: a long plan
+        of white noise is mostly jitter, and its cost then says little about where it goes."""
+        noise = torch.randn((self.cfg.candidates, *shape), generator=self.generator)
+        beta = self.cfg.smoothness
+        if beta:
+            keep = (1 - beta * beta) ** 0.5
+            for k in range(1, shape[0]):
+                noise[:, k] = beta * noise[:, k - 1] + keep * noise[:, k]
+        return noise
 
     def _refit(self, actions: torch.Tensor, costs: torch.Tensor, std: torch.Tensor):
         cfg = self.cfg
@@ -148,3 +164,19 @@ class LatentGoalCost:
         if self.energy and self.energy_fn is not None:
             out = out + self.energy * self.energy_fn(z.reshape(-1, z.shape[-1])).reshape(z.shape[:2]).sum(-1)
         return out
+
+
+@dataclass
+class JointGoalCost:
+    """A joint-state goal: sum over the horizon of |readout(z_k) - goal|^2, the arm joints read from each
+    predicted state by the checkpoint's planning readout (runtime/world_model/readout.py), plus `step` times
+    the plan's squared joint-target steps (candidates are plans of steps: it keeps the arm from wandering
+    where the model is least sure). `goal` may move between plans (the controller's integral action)."""
+
+    goal: torch.Tensor  # (J,) radians
+    readout: Callable  # z (..., 2 d_latent) -> joints (..., J)
+    step: float = 3.0  # 1.0 reached 4-8 of 12 goals (the arm drifting about the goal), 3.0 9 of 12
+
+    def __call__(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        out = (self.readout(z) - self.goal).pow(2).sum(-1).sum(-1)
+        return out + self.step * actions[..., : self.goal.shape[0]].pow(2).sum(-1).sum(-1)

@@ -1,4 +1,5 @@
-"""Checkpoints: a directory with `weights.pt` (a plain state dict) and `manifest.json`.
+"""Checkpoints: a directory with `weights.pt` (a plain state dict), `manifest.json`, and files fitted to the
+model afterwards (the planning readout).
 
 The manifest holds the model version, the model config, the training config and history summary, the
 command that made it, and the SHA-256 of every file. Loading verifies the hashes first (a changed byte is
@@ -43,9 +44,7 @@ def save(directory: Path, model: WorldModel, extra: dict | None = None) -> Path:
         **(extra or {}),
         "files": {WEIGHTS: sha256(weights)},
     }
-    tmp = directory / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, directory / MANIFEST)
+    _write_manifest(directory, manifest)
     return directory
 
 
@@ -59,20 +58,44 @@ def read_manifest(directory: Path) -> dict:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
 
 
+def _write_manifest(directory: Path, manifest: dict) -> None:
+    tmp = directory / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, directory / MANIFEST)
+
+
+def add_file(directory: Path, name: str) -> None:
+    """Lists a file written into a checkpoint directory (a readout, say) in its manifest, with its hash."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    manifest["files"][name] = sha256(directory / name)
+    _write_manifest(directory, manifest)
+
+
+def verify_file(directory: Path, name: str, manifest: dict | None = None) -> None:
+    """CheckpointError unless `name` is listed in the manifest, present, and matches its hash."""
+    directory = Path(directory)
+    manifest = read_manifest(directory) if manifest is None else manifest
+    path = directory / name
+    expected = manifest.get("files", {}).get(name)
+    if expected is None:
+        raise CheckpointError(f"{directory / MANIFEST} lists no {name}")
+    if not path.exists():
+        raise CheckpointError(f"{path} is listed in the manifest but missing")
+    actual = sha256(path)
+    if actual != expected:
+        raise CheckpointError(
+            f"{path} does not match its manifest (sha256 {actual[:16]}..., expected {expected[:16]}...): "
+            "the file was changed or corrupted; refusing to load it"
+        )
+
+
 def load(directory: Path = DEFAULT_CHECKPOINT) -> tuple[WorldModel, dict]:
     """The model (in eval mode) and its manifest; CheckpointError on any mismatch."""
     directory = Path(directory)
     manifest = read_manifest(directory)
-    for name, expected in manifest.get("files", {}).items():
-        path = directory / name
-        if not path.exists():
-            raise CheckpointError(f"{path} is listed in the manifest but missing")
-        actual = sha256(path)
-        if actual != expected:
-            raise CheckpointError(
-                f"{path} does not match its manifest (sha256 {actual[:16]}..., expected {expected[:16]}...): "
-                "the file was changed or corrupted; refusing to load it"
-            )
+    for name in manifest.get("files", {}):
+        verify_file(directory, name, manifest)
     if WEIGHTS not in manifest.get("files", {}):
         raise CheckpointError(f"{directory / MANIFEST} lists no {WEIGHTS}")
     version = manifest.get("model_version")

@@ -1,18 +1,21 @@
 """The closed loop through the world model: a short reach episode driven by latent MPC runs end to end,
-every applied action within the safety limits, and the goal latent is the one a goal image gives."""
+every applied action within the safety limits, toward a joint goal (with integral action) or a goal image."""
 
 import numpy as np
+import pytest
 import torch
 
-from runtime.planning.control import STEP_RAD, MPCController
+from runtime.planning.control import INTEGRAL_LIMIT_RAD, STEP_RAD, MPCController
 from runtime.planning.mpc import PlannerConfig
 from runtime.world_model import checkpoint
 from runtime.world_model.data import CollectConfig, collect_episode
 
 
-def test_mpc_drives_an_episode_within_the_safety_limits():
+@pytest.mark.parametrize("goal", ["joint", "image"])
+def test_mpc_drives_an_episode_within_the_safety_limits(goal):
     model, _ = checkpoint.load(checkpoint.DEFAULT_CHECKPOINT)
-    controller = MPCController(model, PlannerConfig(candidates=32, horizon=4, iterations=2, elites=4))
+    planner = PlannerConfig(candidates=32, horizon=4, iterations=2, elites=4, smoothness=0.5)
+    controller = MPCController(model, planner, goal=goal)
     episode = collect_episode(CollectConfig(task="reach", episode_seconds=1.5), seed=7, controller=controller)
     actions = episode["action"]
     low, high = controller.low.numpy(), controller.high.numpy()
@@ -20,5 +23,29 @@ def test_mpc_drives_an_episode_within_the_safety_limits():
     steps = np.abs(np.diff(actions[:, :4], axis=0))
     assert steps.max() <= STEP_RAD + 1e-5  # no target jumps, whatever the plan wanted
     assert len(controller.plan_ms) >= 10 and controller.safety.stopped is None
-    goal = controller.cost.goal_q
-    assert goal.shape == (model.cfg.d_latent,) and torch.isfinite(goal).all()
+    if goal == "image":
+        goal_q = controller.cost.goal_q
+        assert goal_q.shape == (model.cfg.d_latent,) and torch.isfinite(goal_q).all()
+    else:  # the IK configuration of the goal, moved by a bounded integral of the joint error
+        assert controller.goal_joints.shape == (4,) and torch.isfinite(controller.cost.goal).all()
+        assert (controller.cost.goal - controller.goal_joints).abs().max() <= INTEGRAL_LIMIT_RAD + 1e-6
+
+
+def test_integral_action_moves_the_goal_against_a_steady_offset_and_is_bounded():
+    """The arm settles 0.05 rad short on joint 0: the goal the plans aim at moves beyond it, step by step,
+    never by more than the limit; an unknown goal kind is refused."""
+    model, _ = checkpoint.load(checkpoint.DEFAULT_CHECKPOINT)
+    controller = MPCController(model)
+    controller.goal_joints = torch.tensor([0.5, 0.2, 1.0, 0.8])
+    controller.integral = torch.zeros(4)
+    controller.cost = type("Cost", (), {"goal": controller.goal_joints.clone()})()
+    short = controller.goal_joints.numpy() - np.array([0.05, 0.0, 0.0, 0.0])
+    moved = []
+    for _ in range(60):
+        controller._integrate(short)
+        moved.append(float(controller.cost.goal[0] - controller.goal_joints[0]))
+    assert moved[0] == pytest.approx(0.01) and moved[1] == pytest.approx(0.02)
+    assert moved[-1] == pytest.approx(INTEGRAL_LIMIT_RAD)
+    assert torch.equal(controller.cost.goal[1:], controller.goal_joints[1:])
+    with pytest.raises(ValueError, match="goal"):
+        MPCController(model, goal="end-effector-ish")

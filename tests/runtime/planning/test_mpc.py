@@ -4,7 +4,7 @@ warm start."""
 import pytest
 import torch
 
-from runtime.planning.mpc import LatentGoalCost, Planner, PlannerConfig
+from runtime.planning.mpc import JointGoalCost, LatentGoalCost, Planner, PlannerConfig
 
 D, A = 4, 2
 B = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [0.0, -1.0]]) * 0.1
@@ -87,3 +87,30 @@ def test_bad_planner_configs_are_refused():
         PlannerConfig(method="random-shooting")
     with pytest.raises(ValueError, match="elites"):
         PlannerConfig(candidates=8, elites=16)
+    with pytest.raises(ValueError, match="smoothness"):
+        PlannerConfig(smoothness=1.0)
+
+
+def test_coloured_noise_is_correlated_along_the_horizon_with_unit_variance():
+    """smoothness b: neighbouring steps' noise correlates by b, every step keeps variance 1."""
+    planner = Planner(PlannerConfig(candidates=4096, horizon=8, smoothness=0.8), linear_rollout, -1, 1)
+    noise = planner._noise((8, A))
+    assert torch.allclose(noise.var(0), torch.ones(8, A), atol=0.08)
+    corr = (noise[:, 1:] * noise[:, :-1]).mean(0)
+    assert torch.allclose(corr, torch.full_like(corr, 0.8), atol=0.05)
+    white = Planner(PlannerConfig(candidates=4096, horizon=8), linear_rollout, -1, 1)._noise((8, A))
+    assert (white[:, 1:] * white[:, :-1]).mean(0).abs().max() < 0.06
+
+
+@pytest.mark.parametrize("smoothness", [0.0, 0.8])
+def test_a_joint_goal_read_through_a_readout_is_reached(smoothness):
+    """JointGoalCost through a linear readout of a linear system: the plan's end state reads as the goal,
+    with or without coloured noise."""
+    readout = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]])  # the first two coordinates
+    goal = torch.tensor([0.2, -0.15])
+    cost = JointGoalCost(goal, lambda z: z @ readout, step=0.0)
+    cfg = PlannerConfig(candidates=256, horizon=5, iterations=20, smoothness=smoothness)
+    planner = Planner(cfg, linear_rollout, torch.full((A,), -1.0), torch.full((A,), 1.0))
+    plan = planner.plan(torch.zeros(D), cost)
+    end = linear_rollout(torch.zeros(1, D), plan.actions[None])[0, -1] @ readout
+    assert torch.allclose(end, goal, atol=0.03), end
