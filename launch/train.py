@@ -39,7 +39,7 @@ class TrainArgs:
     episodes: int | None = None
     """Use only the first N episodes (default: all)."""
     readout_only: Path | None = None
-    """Train nothing: fit the planning readout (q -> arm joints) of the checkpoint at this path on the data,
+    """Train nothing: fit the planning readout (z -> arm joints) of the checkpoint at this path on the data,
     and add it to that checkpoint's manifest (e.g. runtime/world_model/default)."""
     readout_episodes: int = 60
     """Episodes the planning readout is fitted on (the first N)."""

@@ -60,10 +60,6 @@ class Transition(nn.Module):
         """grad V(q) in closed form, (N, D)."""
         return self._gradient_of(mix)(q)
 
-    def _amplitude(self, mix: torch.Tensor) -> torch.Tensor:
-        """The experts' amplitudes weighted by the mix, flat over (expert, hidden): (N, E*H) or (E*H,)."""
-        return F.softplus(self.raw_a).reshape(-1) * mix.repeat_interleave(self.w.shape[1], -1)
-
     def energy(self, q: torch.Tensor, p: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
         return 0.5 * (torch.exp(self.log_inv_mass) * p * p).sum(-1) + self.potential(q, mix)
 
@@ -77,11 +73,12 @@ class Transition(nn.Module):
             friction = F.softplus(self.raw_gamma) * p if damped else 0.0
             velocity = torch.exp(self.log_inv_mass) * p
             return q + dt * velocity, p + dt * (drive - self.potential_grad(q, mix) - friction)
+        grad = self._gradient_of(mix)
         decay = torch.exp(-F.softplus(self.raw_gamma) * h) if damped else 1.0
         p = decay * p
-        p = p + h * (drive - self.potential_grad(q, mix))
+        p = p + h * (drive - grad(q))
         q = q + dt * torch.exp(self.log_inv_mass) * p
-        p = p + h * (drive - self.potential_grad(q, mix))
+        p = p + h * (drive - grad(q))
         return q, decay * p
 
     def hessian_bound(self, mix: torch.Tensor) -> torch.Tensor:
@@ -127,7 +124,7 @@ class Transition(nn.Module):
         here (AVX-512, torch 2.13) and was most of a plan's time."""
         e, h, d = self.w.shape
         w = self.w.reshape(e * h, d)
-        amplitude = self._amplitude(mix)
+        amplitude = F.softplus(self.raw_a).reshape(e * h) * mix.repeat_interleave(h, -1)  # (N, E*H) or (E*H,)
         offset, twice, w2, c2 = amplitude @ w, 2 * amplitude, 2 * w.T, 2 * self.c.reshape(e * h)
         k = torch.exp(self.log_k)
         return lambda q: torch.addmm(k * q - offset, twice * torch.sigmoid(torch.addmm(c2, q, w2)), w)
