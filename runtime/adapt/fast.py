@@ -26,7 +26,7 @@ import torch
 
 from runtime.memory.cells import CellMemory, MemoryConfig
 from runtime.memory.store import StoreConfig
-from runtime.world_model.model import ACTION_DIM, TICK_S
+from runtime.world_model.model import ACTION_DIM, TICK_S, LeapfrogPredictor
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,18 @@ class FastAdapter:
         return base + trust * self.correction(z, action)[0] if trust else base
 
     @torch.no_grad()
-    def rollout(self, z0: torch.Tensor, actions: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
-        """Corrected open-loop rollout: z0 (B, d), actions (B, K, A), dt (B, K) -> (B, K, d)."""
+    def rollout(self, z0: torch.Tensor, actions: torch.Tensor, dt: torch.Tensor, held: bool = False):
+        """Corrected open-loop rollout: z0 (B, d), actions (B, K, A), dt (B, K) -> (B, K, d).
+
+        By default every step recalls its own correction. `held=True` (planning) recalls once, for each
+        candidate's first action at z0, and holds that correction along the fused rollout: a batched recall
+        per step made a plan of 256 candidates over 30 ticks take 87 ms against 6 ms without memory."""
+        trust = self.trust
+        if not trust or not len(self.memory):
+            return self.model.rollout(z0, actions, dt)
+        if held and isinstance(self.model.predictor, LeapfrogPredictor):
+            corr = trust * self.correction(z0, actions[:, 0])[0]  # per tick, as residuals are stored
+            return self.model.predictor.rollout(z0, actions, dt, residual=corr)
         mix = self.model.predictor.mix(z0)  # fixed along the rollout, as WorldModel.rollout does
         out, z = [], z0
         for k in range(actions.shape[1]):

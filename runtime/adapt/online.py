@@ -96,9 +96,10 @@ class OnlineAdapter:
         return self.model.predictor.step(z, action, dt)
 
     @torch.no_grad()
-    def rollout(self, z0: torch.Tensor, actions: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+    def rollout(self, z0: torch.Tensor, actions: torch.Tensor, dt: torch.Tensor, held: bool = False):
+        """`held`: the memory's correction recalled once per candidate and held (planning; fast.py)."""
         if self.fast is not None:
-            return self.fast.rollout(z0, actions, dt)
+            return self.fast.rollout(z0, actions, dt, held)
         return self.model.rollout(z0, actions, dt)
 
     def status(self) -> dict:

@@ -142,8 +142,9 @@ class MPCController:
         n = self.ticks_per_step
         actions = self._absolute(steps).repeat_interleave(n, 1)  # held for the control period
         dt = torch.full(actions.shape[:2], self.dt)
-        roll = self.adapter.rollout if self.adapter is not None else self.model.rollout
-        return roll(z0, actions, dt)[:, n - 1 :: n]
+        if self.adapter is not None:
+            return self.adapter.rollout(z0, actions, dt, held=True)[:, n - 1 :: n]
+        return self.model.rollout(z0, actions, dt)[:, n - 1 :: n]
 
     @torch.no_grad()
     def observe(self, ticks) -> None:

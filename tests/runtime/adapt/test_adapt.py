@@ -59,6 +59,25 @@ def test_a_memory_correction_acts_in_the_tick_it_is_written(model):
 
 
 @torch.no_grad()
+def test_a_planning_rollout_holds_the_correction_recalled_at_its_start(model):
+    """The world adds an offset c per tick: a rollout that holds the correction recalled for each
+    candidate's first action takes the same first step as the per-step corrected rollout (c away from the
+    bare transition's), and with an empty memory is the bare rollout itself."""
+    fast = FastAdapter(model)
+    z, a = _states(1)
+    actions, dt = a[:, None].expand(1, 6, 5), DT.expand(1, 6)
+    torch.testing.assert_close(fast.rollout(z, actions, dt, held=True), model.rollout(z, actions, dt))
+    offset = torch.full((1, Z_DIM), 0.05)
+    fast.observe(z, a, DT, model.predictor.step(z, a, DT) + offset)
+    held = fast.rollout(z.expand(3, -1), actions.expand(3, -1, -1), dt.expand(3, -1), held=True)
+    stepped = fast.rollout(z, actions, dt)
+    bare = model.rollout(z, actions, dt)
+    assert held.shape == (3, 6, Z_DIM) and torch.equal(held[0], held[2])
+    torch.testing.assert_close(held[:1, 0], stepped[:, 0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(held[:1, 0] - bare[:, 0], offset, atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
 def test_trust_switches_corrections_off_while_they_hurt_and_back_on_when_they_help(model):
     """Outcomes that are noise around the transition's prediction: recalled residuals add noise, the trust
     falls to zero and predictions are the transition's own. Then the world adds a constant offset: the
