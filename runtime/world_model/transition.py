@@ -93,7 +93,7 @@ class Transition(nn.Module):
         the rollout costs one gradient per step instead of two (the same numbers as `step` T times).
         `residual`: (rq, rp), each (N, D), a correction per unit of dt (per tick) held along the rollout (the
         memory's, runtime/adapt/fast.py), added after each step as `step` then adding it would; it costs a
-        second gradient per step (adding it inside the step, to save that, moved a 0.05 correction by 0.13)."""
+        second gradient per step (adding it inside the step, to save that, moved a 0.05 correction 0.13)."""
         if self.integrator != "leapfrog":
             qs, ps = [], []
             for t in range(actions.shape[1]):
