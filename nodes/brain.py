@@ -10,18 +10,22 @@ checkpoint directory, or `none`): one streaming step, its time, the backbone's e
 prediction error, published per tick on `brain/model` (`runtime/world_model/live.py`).
 
 Online adaptation (`adapt` param: `both`, the default, `memory`, `learner` or `none`; runtime/adapt) runs on
-every tick, the learner's rounds two Adam steps per tick (inside the tick's step time). `lock`: a
+every tick, the learner's rounds one Adam step per tick (after the tick's action is out). `lock`: a
 dynamics-lock record (JSON, made by `runtime.adapt.lock.DynamicsLock.seal`) or none; a locked brain refuses
 to start from other weights, applies no weight changes, and on a mismatch at run time publishes `brain/stop`
 (the actuator's protective stop).
-`policy: mpc` plans on the belief (runtime/planning/live.py): the goal from `sim/task`, a plan every
-control period (`control_hz`, default 10) within `plan_deadline_ms`, published on `brain/action` (stamped
-with the capture time of the tick it planned from, so the dashboard's latency is capture to action). With
+`policy: mpc` plans on the belief (runtime/planning/live.py), the goal from `sim/task`. On a control tick
+(the first tick a control period, `control_hz`, default 10, after the last) the path is: belief, one final
+planning pass within `plan_deadline_ms`, the safety filter, `brain/action` (stamped with the capture time of
+the tick's camera frame); then the tick's adaptation. On the ticks between, after their adaptation, one
+search iteration runs ahead on the next plan. Each action's path from its frame is timed by stage and
+published on `brain/latency` (runtime/latency.py, ACTION_COLUMNS) when the graph declares it. With
 `policy: none` (the default) the brain only watches: another node acts.
 """
 
 import logging
 import time
+from collections import deque
 
 import numpy as np
 
@@ -35,6 +39,7 @@ from runtime.world_model import checkpoint
 log = logging.getLogger(__name__)
 STATUS_PERIOD_S = 0.5  # the dashboard refreshes at 4 Hz; twice a second is plenty for counters
 MAX_BLOCK_S = 0.005  # wake at least this often to publish status and service the publisher
+REFINE_SHARE = 0.6  # search ahead only while a tick's work ends within this share of its period
 
 
 def vsync_config(params: dict, graph: Graph) -> VSyncConfig:
@@ -69,7 +74,8 @@ def adapt_config(params: dict):
 
     if choice not in VARIANTS:
         raise ValueError(f"`adapt` must be one of {', '.join(VARIANTS)}, got {choice!r}")
-    return AdaptConfig.variant(choice, steps_per_tick=2)
+    # ~10 ms a step on a 2-core AVX2 VM; a planning brain runs them last, in what is left of a tick
+    return AdaptConfig.variant(choice, steps_per_tick=1, defer_steps=params.get("policy", "none") == "mpc")
 
 
 def lock_record(params: dict):
@@ -165,11 +171,16 @@ class BrainNode(Node):
                 wm.adapter,
                 readout.load(path),
             )
-            self.control_period_s = 1.0 / float(self.params.get("control_hz", 10.0))
-            self.next_control = 0.0
+            self.control_period_ns = int(1e9 / float(self.params.get("control_hz", 10.0)))
+            self.next_control_ns = 0
+        self.refine_s, self.refines_skipped = 0.0, 0  # a search iteration's running time; those not run
+        self.learn_s = 0.0  # a learner step's running time
+        self.e2e_ms: deque = deque(maxlen=31)  # the last actions' capture-to-publish times, for the lead
         self.streams = {s.name for s in self.vsync.config.streams}
+        self.frames = self.vsync.config.master_stream  # one tick per frame (the camera)
+        self.frame_index = [s.name for s in self.vsync.config.streams].index(self.frames)
+        self.frame_times: list = [None] * 64  # by seq: (seq, capture_ns, send_ns, received_ns)
         self.task = self.joint = None
-        self.tick_capture_ns = 0
 
     def stop(self, reason: str) -> None:
         """The dynamics lock tripped: a protective stop of the actuators, and the reason in the log."""
@@ -181,11 +192,19 @@ class BrainNode(Node):
         deadline = self.vsync.next_deadline_ns()
         timeout = MAX_BLOCK_S if deadline is None else min(MAX_BLOCK_S, max(0.0, (deadline - now_ns()) / 1e9))
         msgs = self.receive(timeout)
+        received_ns = now_ns()
         for m in msgs:
             if m.topic == "sim/task":
                 self.task = m.data
             elif m.topic == "sim/joint":
                 self.joint = m.data
+            elif m.topic == self.frames:  # the master stream's frames, for the action's latency stages
+                self.frame_times[m.seq % len(self.frame_times)] = (
+                    m.seq,
+                    m.capture_ns,
+                    m.send_ns,
+                    received_ns,
+                )
         msgs = [m for m in msgs if m.topic in self.streams]
         ticks = self.vsync.push_many(  # one batch per poll: the per-sample work in one kernel call
             [m.topic for m in msgs],
@@ -194,36 +213,107 @@ class BrainNode(Node):
             [m.data for m in msgs],
         )
         ticks += self.vsync.poll()
-        for tick in ticks:
+        for i, tick in enumerate(ticks):
             self.publish("brain/tick", tick_summary(tick), tick.capture_ns)
-            if self.world_model is not None:
-                self.publish("brain/model", self.world_model.step(tick), tick.capture_ns)
-                self.tick_capture_ns = tick.capture_ns
-        if self.planner is not None:
-            self.control()
+            if self.world_model is None:
+                continue
+            self.world_model.believe(tick)
+            due = self.planner is not None and tick.capture_ns >= self.next_control_ns
+            if due:  # the critical path: plan from this belief, act, then everything else
+                self.next_control_ns = tick.capture_ns + self.control_period_ns - int(tick.dt_eff * 5e8)
+                self.control(tick)
+            self.publish("brain/model", self.world_model.adapt(), tick.capture_ns)
+            if self.planner is not None and i == len(ticks) - 1:  # never behind a backlog
+                if not due:
+                    self.refine(tick)
+                self.learn(tick)
         if time.monotonic() >= self.next_status:
             self.next_status = time.monotonic() + STATUS_PERIOD_S
             self.publish("brain/vsync", status_table(self.vsync.status()), now_ns())
             if self.world_model is not None and self.world_model.tripped:  # latched: a restarted actuator
                 self.publish("brain/stop", np.ones(1, np.float32), now_ns())  # hears it again
 
-    def control(self) -> None:
-        """At the control rate: plan from the latest belief and publish the safe action."""
-        if self.task is None or self.joint is None or time.monotonic() < self.next_control:
+    def refine(self, tick) -> None:
+        """Search ahead on the next plan, if it fits in what is left of this tick's period (the next frame
+        must not wait for it)."""
+        spent_s = (now_ns() - tick.emitted_ns) / 1e9
+        if spent_s + self.refine_s > REFINE_SHARE * tick.dt_eff:
+            self.refines_skipped += 1
+            self.refine_s *= 0.9  # try again soon: one slow iteration must not stop the search for good
             return
-        self.next_control = time.monotonic() + self.control_period_s
+        t0 = time.perf_counter()
+        self.planner.refine(
+            self.world_model.z, (self.next_control_ns - tick.capture_ns) / 1e9 + self.lead_s()
+        )
+        self.refine_s += 0.2 * (time.perf_counter() - t0 - self.refine_s)
+
+    def learn(self, tick) -> None:
+        """The learner's step for this tick, if the tick's period has room left for it."""
+        adapter = self.world_model.adapter
+        if adapter is None or adapter.learner is None:
+            return
+        spent_s = (now_ns() - tick.emitted_ns) / 1e9
+        if spent_s + self.learn_s > REFINE_SHARE * tick.dt_eff:
+            self.learn_s *= 0.9
+            return
+        t0 = time.perf_counter()
+        adapter.learn()
+        self.learn_s += 0.2 * (time.perf_counter() - t0 - self.learn_s)
+
+    def lead_s(self) -> float:
+        """How long after a frame's capture its action goes out: the median of the last actions'."""
+        return float(np.median(self.e2e_ms)) / 1e3 if self.e2e_ms else 0.0
+
+    def control(self, tick) -> None:
+        """On a control tick: plan from its belief, publish the safe action, and time the path from the
+        tick's frame to it (`brain/latency`)."""
+        if self.task is None or self.joint is None:
+            return
         if self.planner.new_task(self.task, self.joint):
             log.info("brain: episode %d, goal %s", self.planner.episode, np.round(self.task[11:14], 3))
         if self.world_model.z is None:
             return  # no belief yet: the actuator holds the arm where it is
-        action = self.planner.act(self.world_model.z, np.asarray(self.joint, float))
-        self.publish("brain/action", np.asarray(action, np.float32), self.tick_capture_ns)
+        action = self.planner.act(self.world_model.z, np.asarray(self.joint, float), self.lead_s())
+        frame = self.frame_of(tick)
+        capture_ns = frame[1] if frame is not None else tick.capture_ns
+        t = now_ns()
+        self.publish("brain/action", np.asarray(action, np.float32), capture_ns)
+        published = now_ns()
+        if frame is None:
+            return  # a tick without a fresh frame: nothing to time from
+        e2e = (published - capture_ns) / 1e6
+        self.e2e_ms.append(e2e)
+        _, _, send_ns, received_ns = frame
+        stages = (
+            (send_ns - capture_ns) / 1e6,
+            (received_ns - send_ns) / 1e6,
+            (tick.emitted_ns - received_ns) / 1e6,
+            self.world_model.step_ms,
+            self.planner.plan_ms[-1] if self.planner.plan_ms else np.nan,
+            self.planner.controller.safety_ms,
+            (published - t) / 1e6,
+        )
+        if "brain/latency" in self.spec.publishes:
+            self.publish("brain/latency", np.array([e2e, *stages], np.float64), capture_ns)
+
+    def frame_of(self, tick):
+        """(seq, capture_ns, send_ns, received_ns) of the master frame this tick delivered, if it did."""
+        status = tick.status[self.frame_index]
+        if not status[1] or status[5] <= status[4]:  # no fresh frame
+            return None
+        seq = int(tick.samples[1, int(status[5]) - 1])
+        frame = self.frame_times[seq % len(self.frame_times)]
+        return frame if frame is not None and frame[0] == seq else None
 
     def disconnect(self) -> None:
         if getattr(self, "planner", None) is not None:
             ms = np.array(self.planner.plan_ms) if self.planner.plan_ms else np.full(1, np.nan)
             log.info(
-                "brain: %d plans, p50 %.1f ms, p99 %.1f ms", self.planner.plans, *np.percentile(ms, [50, 99])
+                "brain: %d plans, p50 %.1f ms, p99 %.1f ms; search ahead %d iterations, %d skipped for time",
+                self.planner.plans,
+                *np.percentile(ms, [50, 99]),
+                self.planner.refined_total,
+                self.refines_skipped,
             )
             self.planner.close()
         if hasattr(self, "vsync"):

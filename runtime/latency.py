@@ -104,3 +104,18 @@ class LoopTimer:
         out = {name: s.summary_ms() for name, s in self.sections.items()}
         out["iteration"] = self.iteration.summary_ms()
         return out
+
+
+# The path from a camera frame to the action it caused, as the brain times it and publishes it per action on
+# `brain/latency` (ms; one row per action, stamped with the frame's capture time). `e2e_ms` is capture to the
+# action handed to the socket; the stages after it add up to it.
+ACTION_STAGES = (
+    "send",  # capture -> on the sensor's socket (render, encode)
+    "transport",  # socket -> the brain's receive
+    "sync",  # received -> the V-sync tick that holds it went out
+    "model",  # encoders and backbone: the belief
+    "plan",  # the final planning pass (the rest of the search ran ahead) with its lead
+    "safety",  # the safety filter
+    "publish",  # handed to the socket
+)
+ACTION_COLUMNS = ("e2e_ms", *ACTION_STAGES)

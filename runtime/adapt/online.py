@@ -26,6 +26,9 @@ class AdaptConfig:
     memory: bool = True
     learner: bool = True
     steps_per_tick: int = 0  # learner Adam steps per tick (live); 0 runs a due round whole (evaluation)
+    defer_steps: bool = (
+        False  # the steps wait for `learn()` instead of running in `observe` (a planning brain)
+    )
     fast: FastConfig = field(default_factory=FastConfig)
     slow: LearnerConfig = field(default_factory=LearnerConfig)
 
@@ -67,13 +70,19 @@ class OnlineAdapter:
             return self._apply(*self.learner.round(self._reference())) if self.learner.due() else None
         if self._round is None and self.learner.due():
             self._round = self.learner.rounds(self._reference())
-        if self._round is not None:
-            try:
-                for _ in range(self.cfg.steps_per_tick):
-                    next(self._round)
-            except StopIteration as done:
-                self._round = None
-                return self._apply(*done.value)
+        return None if self.cfg.defer_steps else self.learn()
+
+    def learn(self):
+        """`steps_per_tick` steps of the round in progress, if any; the learner event when it ends (live, a
+        brain calls this in what is left of a tick once its action is out and the planner has searched)."""
+        if self._round is None:
+            return None
+        try:
+            for _ in range(self.cfg.steps_per_tick):
+                next(self._round)
+        except StopIteration as done:
+            self._round = None
+            return self._apply(*done.value)
         return None
 
     def _reference(self):

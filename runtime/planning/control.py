@@ -67,6 +67,7 @@ class MPCController:
 
             self.readout = readouts.load()  # the shipped checkpoint's
         self.plan_ms: list[float] = []
+        self.safety_ms = 0.0  # the last action's time in the safety filter
 
     # ---- goal ---------------------------------------------------------------------------------------------
     def _goal_pose(self, base) -> np.ndarray:
@@ -165,16 +166,39 @@ class MPCController:
         self.integral = (self.integral + INTEGRAL_GAIN * error).clamp(-INTEGRAL_LIMIT_RAD, INTEGRAL_LIMIT_RAD)
         self.cost.goal = self.goal_joints + self.integral
 
-    def act(self, state: dict) -> np.ndarray:
+    @torch.no_grad()
+    def advance(self, z: torch.Tensor, seconds: float) -> torch.Tensor:
+        """z (1, d) carried `seconds` ahead under the command in force, in ticks of at most the control's:
+        where the arm will be when the action planned now reaches it."""
+        if seconds <= 0:
+            return z
+        n = int(np.ceil(seconds / self.dt - 1e-9))
+        held = (
+            self.prev if self.prev is not None else self.base.action_for_targets(self.base.arm_target, -1.0)
+        )
+        action = torch.as_tensor(np.asarray(held, np.float32))[None, None].expand(1, n, -1)
+        return self.model.rollout(z, action, torch.full((1, n), seconds / n))[:, -1]
+
+    def refine(self, z: torch.Tensor, iterations: int = 1) -> float:
+        """Search on the next plan before its frame arrives, from z (1, d) predicted for when it is due."""
+        return self.planner.refine(z[0], self.cost, iterations)
+
+    def act(self, state: dict, lead_s: float = 0.0, iterations=None, candidates=None) -> np.ndarray:
+        """The safe action for the latest belief. `lead_s`: how long after the belief's capture the action
+        will apply (the belief is carried that far first); `iterations`, `candidates`: a short final pass
+        after `refine` (planner defaults otherwise)."""
         measured = np.asarray(state["joint"][:4], float)
         if self.z is None:  # no tick yet: hold where the arm is
             return self.safety.send_action(self.base.action_for_targets(self.base.arm_target, -1.0), measured)
         if self.goal == "joint":
             self._integrate(measured)
         t0 = time.perf_counter()
-        plan = self.planner.plan(self.z[0], self.cost, self.deadline_s)
-        self.plan_ms.append((time.perf_counter() - t0) * 1e3)
+        z = self.advance(self.z, lead_s)
+        plan = self.planner.plan(z[0], self.cost, self.deadline_s, iterations, candidates)
+        t1 = time.perf_counter()
+        self.plan_ms.append((t1 - t0) * 1e3)
         action = self._absolute(plan.actions[None, :1])[0, 0]
         self.prev = self.safety.send_action(action.numpy(), measured)
+        self.safety_ms = (time.perf_counter() - t1) * 1e3
         self.target = torch.as_tensor(self.prev[:-1], dtype=torch.float32)
         return self.prev

@@ -4,6 +4,10 @@ The brain's world model folds each V-sync tick into its belief; this planner rea
 model of its own) and, at the control rate, plans through the same transition, memory corrections included
 (runtime/planning/control.py), and returns the first action after the safety filter.
 
+Most of the search runs ahead: between control ticks, `refine` runs iterations on the next plan from the
+belief carried to when it is due; on the control tick, `act` runs one short final pass from the fresh belief,
+itself carried ahead by the expected delay to the actuator, so the frame-to-action path holds one pass.
+
 The goal comes from `sim/task` (episode, end-effector, cube pose, goal). A new episode number rebuilds the
 scene in a private copy of the world (cube where the task says, goal marker, arm where the joints say) and
 renders the goal image there, as `launch.eval control` does in process; nothing is shared with the sim
@@ -35,6 +39,9 @@ class LivePlanner:
         self.controller = MPCController(model, planner, adapter, deadline_s, readout=readout)
         self.episode = None
         self.plans = 0
+        self.refined = self.refined_total = 0  # search iterations run ahead: on the next plan, in all
+        # the final pass after its frame: a quarter of the candidates, one iteration (the rest ran ahead)
+        self.final_candidates = max(planner.elites, planner.candidates // 4)
 
     def new_task(self, task: np.ndarray, joint: np.ndarray) -> bool:
         """A `sim/task` reading and the latest joints; rebuilds the goal when the episode changed. Returns
@@ -54,11 +61,23 @@ class LivePlanner:
         self.episode = episode
         return True
 
-    def act(self, z: torch.Tensor, joint: np.ndarray) -> np.ndarray:
-        """Plan from the belief z (1, 2D) with the arm at `joint`; the safe action to apply."""
+    def act(self, z: torch.Tensor, joint: np.ndarray, lead_s: float = 0.0) -> np.ndarray:
+        """Plan from the belief z (1, 2D) with the arm at `joint`; the safe action to apply. With search done
+        ahead (`refine`), only the final pass runs here; the belief is carried `lead_s` ahead first."""
         self.controller.z = z
         self.plans += 1
-        return self.controller.act({"joint": joint})
+        final = {"iterations": 1, "candidates": self.final_candidates} if self.refined else {}
+        self.refined = 0
+        return self.controller.act({"joint": joint}, lead_s, **final)
+
+    def refine(self, z: torch.Tensor, ahead_s: float) -> None:
+        """Between control ticks: one search iteration on the next plan, from z carried `ahead_s` to when that
+        plan is due."""
+        if self.episode is None or self.controller.z is None:
+            return  # no goal or no plan yet
+        self.controller.refine(self.controller.advance(z, ahead_s))
+        self.refined += 1
+        self.refined_total += 1
 
     @property
     def plan_ms(self) -> list[float]:

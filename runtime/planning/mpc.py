@@ -77,32 +77,69 @@ class Planner:
             torch.as_tensor(high, dtype=torch.float32),
         )
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.mean: torch.Tensor | None = None  # the previous plan, for the warm start
+        self.mean: torch.Tensor | None = None  # the previous plan (warm start), or the refined next one
+        self.std: torch.Tensor | None = None  # where `refine` left the search's spread
+        self._shift = False  # the mean is the plan just applied: shift it by a step before searching
 
     def reset(self) -> None:
-        self.mean = None
+        self.mean, self.std, self._shift = None, None, False
 
-    def _start(self) -> torch.Tensor:
+    def _begin(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean and std a call starts from: the last plan shifted by the step just taken (warm start), or
+        where refinement left them; the std is reset for a new plan."""
         h = self.cfg.horizon
         if self.mean is None:
-            return ((self.low + self.high) / 2).expand(h, -1).clone()
-        return torch.cat((self.mean[1:], self.mean[-1:]), 0)  # shifted by the step just taken
+            mean = ((self.low + self.high) / 2).expand(h, -1).clone()
+        elif self._shift:
+            mean = torch.cat((self.mean[1:], self.mean[-1:]), 0)
+        else:
+            mean = self.mean
+        self._shift = False
+        if self.std is not None:
+            return mean, self.std
+        return mean, torch.full_like(mean, self.cfg.init_std) * (self.high - self.low) / 2
 
     @torch.no_grad()
-    def plan(self, z0: torch.Tensor, cost: Callable, deadline_s: float | None = None) -> Plan:
-        """z0 (d,) the latent now -> the best plan by the deadline (seconds from now; None: no deadline)."""
-        cfg = self.cfg
+    def plan(
+        self,
+        z0: torch.Tensor,
+        cost: Callable,
+        deadline_s: float | None = None,
+        iterations: int | None = None,
+        candidates: int | None = None,
+    ) -> Plan:
+        """z0 (d,) the latent now -> the best plan by the deadline (seconds from now; None: no deadline).
+        `iterations` and `candidates` override the config's for this call (a short final pass after
+        `refine` did the bulk of the search)."""
         t0 = self.clock()
         end = None if deadline_s is None else t0 + deadline_s
-        mean = self._start()
-        std = torch.full_like(mean, cfg.init_std) * (self.high - self.low) / 2
+        mean, std = self._begin()
+        best, best_cost, _, _, done = self._search(
+            z0, cost, mean, std, iterations or self.cfg.iterations, candidates or self.cfg.candidates, end
+        )
+        self.mean, self.std, self._shift = best, None, True
+        return Plan(best, best_cost, done, self.clock() - t0)
+
+    @torch.no_grad()
+    def refine(self, z0: torch.Tensor, cost: Callable, iterations: int = 1) -> float:
+        """Search on the next plan before it is due, from z0, the latent predicted for when it will be: the
+        mean and the narrowed std carry over to the next `plan`, which then needs little time after its
+        frame arrives. Returns the best cost found."""
+        mean, std = self._begin()
+        _, best_cost, self.mean, self.std, _ = self._search(
+            z0, cost, mean, std, iterations, self.cfg.candidates, None
+        )  # the search goes on from its refit, as one plan's iterations do
+        return best_cost
+
+    def _search(self, z0, cost, mean, std, iterations: int, candidates: int, end: float | None):
+        """CEM or MPPI iterations from (mean, std); stops before one that would end past `end`."""
         best, best_cost, done, last = mean.clone(), float("inf"), 0, 0.0
-        z = z0.reshape(1, -1).expand(cfg.candidates, -1)
-        for _ in range(cfg.iterations):
+        z = z0.reshape(1, -1).expand(candidates, -1)
+        for _ in range(iterations):
             started = self.clock()
             if done and end is not None and started + last > end:
                 break  # the next iteration would end past the deadline
-            noise = self._noise(mean.shape)
+            noise = self._noise(mean.shape, candidates)
             actions = torch.maximum(torch.minimum(mean + std * noise, self.high), self.low)
             actions[0] = mean  # the current mean is always a candidate: a refit never loses it
             costs = torch.nan_to_num(cost(self.rollout(z, actions), actions), nan=inf, posinf=inf)
@@ -112,13 +149,12 @@ class Planner:
             mean, std = self._refit(actions, costs, std)
             done += 1
             last = self.clock() - started
-        self.mean = best
-        return Plan(best, best_cost, done, self.clock() - t0)
+        return best, best_cost, mean, std, done
 
-    def _noise(self, shape) -> torch.Tensor:
+    def _noise(self, shape, candidates: int) -> torch.Tensor:
         """(candidates, H, A) unit-variance noise, correlated along the horizon by `smoothness`: a long plan
         of white noise is mostly jitter, and its cost then says little about where it goes."""
-        noise = torch.randn((self.cfg.candidates, *shape), generator=self.generator)
+        noise = torch.randn((candidates, *shape), generator=self.generator)
         beta = self.cfg.smoothness
         if beta:
             keep = (1 - beta * beta) ** 0.5
@@ -130,7 +166,7 @@ class Planner:
         cfg = self.cfg
         floor = cfg.min_std * (self.high - self.low) / 2
         if cfg.method == "cem":
-            elite = actions[torch.topk(costs, cfg.elites, largest=False).indices]
+            elite = actions[torch.topk(costs, min(cfg.elites, len(costs)), largest=False).indices]
             return elite.mean(0), torch.maximum(elite.std(0), floor)
         spread = (costs.max() - costs.min()).clamp(min=1e-9)
         w = torch.softmax(-(costs - costs.min()) / (cfg.temperature * spread), 0)[:, None, None]

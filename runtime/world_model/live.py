@@ -10,6 +10,9 @@ observed by it (memory written, learner fed); the row then carries the memory's 
 entries, the learner's swaps and the lock's state. With a dynamics lock, the weights are checked before the
 first tick (a mismatch refuses to start) and every `recheck_ticks`; a mismatch at run time calls
 `on_violation` (the brain stops the actuators) and the model stops stepping.
+
+A brain that plans splits each tick in two: `believe` (encoders and backbone: what the plan waits for), then,
+once the action is out, `adapt` (the prediction scored, the memory written, the learner's steps).
 """
 
 import time
@@ -32,6 +35,7 @@ MODEL_COLUMNS = (
     "crystallized",
     "swaps",
     "lock",  # -1 no lock, 0 open, 1 locked, 2 tripped
+    "adapt_ms",  # the tick's adaptation (memory, learner), after its action went out
 )
 
 
@@ -54,6 +58,8 @@ class LiveWorldModel:
         self.z = None
         self.refused = 0
         self.ticks = 0
+        self.step_ms = np.nan  # the last belief's time: encoders and backbone
+        self._pending = None  # the last tick's (z_prev, action, dt, z, aux), until `adapt`
         self.lock, self.watch, self.adapter = lock, None, None
         if lock is not None:
             from runtime.adapt.lock import LockWatch
@@ -68,10 +74,16 @@ class LiveWorldModel:
             self.adapter = OnlineAdapter(self.model, adapt, lock)
 
     def step(self, tick) -> np.ndarray:
-        """One V-sync tick -> the MODEL_COLUMNS row for it."""
+        """One V-sync tick -> the MODEL_COLUMNS row for it (`believe`, then `adapt`)."""
+        self.believe(tick)
+        return self.adapt()
+
+    def believe(self, tick) -> None:
+        """The tick folded into the belief `z`: the part a plan waits for."""
+        self._pending = None
         if self.watch is not None and not self.watch.tick():
             self.refused += 1  # tripped: nothing runs on weights that are not the sealed ones
-            return self.row(np.nan, np.nan, np.nan, np.nan)
+            return
         fields = tick_fields(tick, self.model.cfg.image_size)
         x = {k: torch.from_numpy(np.asarray(v))[None] for k, v in fields.items()}
         t0 = time.perf_counter()
@@ -81,26 +93,39 @@ class LiveWorldModel:
             except ValueError:
                 self.refused += 1
                 self.z = None  # the next prediction would span two ticks with one tick's dt
-                return self.row(np.nan, np.nan, np.nan, np.nan)
-            err = np.nan
-            if self.z is not None:
-                action, dt = x["action"], self.model.clamp_dt(x["dt_eff"].float())  # as the belief used it
-                if self.adapter is not None:
-                    self.adapter.observe(self.z, action, dt, z)
-                    pred = self.adapter.prediction
-                else:
-                    pred = self.model.rollout(self.z, action[:, None], dt[:, None])[:, 0]
-                err = float((pred - z).pow(2).mean())
+                return
+        self.step_ms = (time.perf_counter() - t0) * 1e3
+        action, dt = x["action"], self.model.clamp_dt(x["dt_eff"].float())  # as the belief used it
+        self._pending = (self.z, action, dt, z, aux)
         self.state, self.z = state, z
         self.ticks += 1
+
+    def adapt(self) -> np.ndarray:
+        """The last tick's one-step prediction scored and, with an adapter, learned from (memory written,
+        learner fed): work that can wait until the tick's action is out. Returns its MODEL_COLUMNS row."""
+        if self._pending is None:
+            return self.row(np.nan, np.nan, np.nan, np.nan)
+        z_prev, action, dt, z, aux = self._pending
+        self._pending = None
+        t0 = time.perf_counter()
+        err = np.nan
+        with torch.no_grad():
+            if z_prev is not None:
+                if self.adapter is not None:
+                    self.adapter.observe(z_prev, action, dt, z)
+                    pred = self.adapter.prediction
+                else:
+                    pred = self.model.rollout(z_prev, action[:, None], dt[:, None])[:, 0]
+                err = float((pred - z).pow(2).mean())
         energy = float(aux["energy"].sum()) if "energy" in aux else np.nan
-        return self.row((time.perf_counter() - t0) * 1e3, energy, err, float(z.norm()))
+        adapt_ms = (time.perf_counter() - t0) * 1e3
+        return self.row(self.step_ms, energy, err, float(z.norm()), adapt_ms)
 
     @property
     def tripped(self) -> bool:
         return self.watch is not None and self.watch.tripped is not None
 
-    def row(self, step_ms: float, energy: float, err: float, z_norm: float) -> np.ndarray:
+    def row(self, step_ms: float, energy: float, err: float, z_norm: float, adapt_ms=np.nan) -> np.ndarray:
         status = self.adapter.status() if self.adapter is not None else {}
         lock = -1 if self.lock is None else 2 if self.tripped else int(self.lock.locked)
         return np.array(
@@ -115,6 +140,7 @@ class LiveWorldModel:
                 status.get("crystallized", 0),
                 status.get("swaps", 0),
                 lock,
+                adapt_ms,
             ],
             np.float64,
         )

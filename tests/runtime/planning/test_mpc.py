@@ -94,11 +94,11 @@ def test_bad_planner_configs_are_refused():
 def test_coloured_noise_is_correlated_along_the_horizon_with_unit_variance():
     """smoothness b: neighbouring steps' noise correlates by b, every step keeps variance 1."""
     planner = Planner(PlannerConfig(candidates=4096, horizon=8, smoothness=0.8), linear_rollout, -1, 1)
-    noise = planner._noise((8, A))
+    noise = planner._noise((8, A), 4096)
     assert torch.allclose(noise.var(0), torch.ones(8, A), atol=0.08)
     corr = (noise[:, 1:] * noise[:, :-1]).mean(0)
     assert torch.allclose(corr, torch.full_like(corr, 0.8), atol=0.05)
-    white = Planner(PlannerConfig(candidates=4096, horizon=8), linear_rollout, -1, 1)._noise((8, A))
+    white = Planner(PlannerConfig(candidates=4096, horizon=8), linear_rollout, -1, 1)._noise((8, A), 4096)
     assert (white[:, 1:] * white[:, :-1]).mean(0).abs().max() < 0.06
 
 
@@ -114,3 +114,20 @@ def test_a_joint_goal_read_through_a_readout_is_reached(smoothness):
     plan = planner.plan(torch.zeros(D), cost)
     end = linear_rollout(torch.zeros(1, D), plan.actions[None])[0, -1] @ readout
     assert torch.allclose(end, goal, atol=0.03), end
+
+
+@pytest.mark.parametrize("method", ["cem", "mppi"])
+def test_refining_ahead_lets_a_short_final_pass_match_a_full_plan(method):
+    """Four iterations of `refine` before the plan is due, then one pass of 32 candidates, end about where a
+    plan of five iterations of 256 at once does, and well below one cold pass of 32: the search can run
+    before the frame arrives, and only a short pass after it."""
+    z0 = torch.zeros(D)
+    cost = LatentGoalCost(torch.tensor([0.06, -0.04, 0.05, 0.0]), d_latent=D, action=0.0, rate=0.0)
+    full = _planner(method).plan(z0, cost, iterations=5).cost
+    cold = _planner(method).plan(z0, cost, iterations=1, candidates=32).cost
+    ahead = _planner(method)
+    for _ in range(4):
+        ahead.refine(z0, cost)
+    final = ahead.plan(z0, cost, iterations=1, candidates=32)
+    assert final.iterations == 1 and final.actions.shape == (5, A)
+    assert final.cost <= full + 0.1 * (cold - full), (final.cost, full, cold)
