@@ -13,6 +13,7 @@ import tyro
 from runtime.benchmarks.env import EnvBenchConfig
 from runtime.benchmarks.memory import MemoryBenchConfig
 from runtime.benchmarks.model import ModelBenchConfig
+from runtime.benchmarks.pipeline import PipelineBenchConfig
 from runtime.benchmarks.transport import TransportBenchConfig
 from runtime.benchmarks.vsync import VSyncBenchConfig
 
@@ -94,6 +95,22 @@ def run_memory(cmd: MemoryBench) -> int:
     return _finish(memory.run(config), cmd.json)
 
 
+@dataclass
+class PipelineBench(PipelineBenchConfig):
+    """The live loop as processes (sim, brain planning, actuator): capture of a camera frame to the action it
+    caused, p50/p95/p99, the share later than 33 ms, and per stage."""
+
+    json: Path | None = None
+    """Write the report here."""
+
+
+def run_pipeline(cmd: PipelineBench) -> int:
+    from runtime.benchmarks import pipeline
+
+    config = PipelineBenchConfig(**{k: v for k, v in vars(cmd).items() if k != "json"})
+    return _finish(pipeline.run(config), cmd.json)
+
+
 def _finish(report, json_path: Path | None) -> int:
     report.print_table()
     if json_path is not None:
@@ -108,6 +125,7 @@ COMMANDS = {
     "vsync": VSyncBench,
     "model": ModelBench,
     "memory": MemoryBench,
+    "pipeline": PipelineBench,
 }
 RUNNERS = {
     EnvBench: run_env,
@@ -115,6 +133,7 @@ RUNNERS = {
     VSyncBench: run_vsync,
     ModelBench: run_model,
     MemoryBench: run_memory,
+    PipelineBench: run_pipeline,
 }
 
 

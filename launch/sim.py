@@ -30,6 +30,7 @@ from rich.table import Table
 
 import envs
 from runtime.graph import Graph, GraphError, load_graph
+from runtime.latency import ACTION_STAGES
 from runtime.signals import StopFlag
 from runtime.supervisor import Supervisor
 from runtime.transport import Policy, Subscriber
@@ -109,6 +110,8 @@ class StreamMonitor:
         # model's step time, both as the brain measured them (the dashboard's own delays are not in them).
         self.emit_ms: list[float] = []
         self.step_ms: list[float] = []
+        # Per action the brain took, capture of its frame to the action published, by stage (brain/latency)
+        self.action_rows: list[np.ndarray] = []
 
     def poll(self, timeout_s: float) -> None:
         for msg in self.subscriber.poll(timeout_s):
@@ -127,6 +130,8 @@ class StreamMonitor:
             elif msg.topic == "brain/model":
                 self.model_rows.append(np.asarray(msg.data, np.float64))
                 self.step_ms.append(float(msg.data[MODEL_COLUMNS.index("step_ms")]))
+            elif msg.topic == "brain/latency":
+                self.action_rows.append(np.asarray(msg.data, np.float64))
             elif msg.topic == "brain/tick":
                 self.tick_count += 1
                 try:
@@ -149,7 +154,18 @@ class StreamMonitor:
             parts.append(self.vsync_table())
         if self.model_rows:
             parts.append(self.model_line())
+        if self.action_rows:
+            parts.append(self.action_line())
         return Group(*parts)
+
+    def action_line(self) -> str:
+        """The brain's last 100 actions: capture of the frame to the action out, and its stages (p50)."""
+        rows = np.array(self.action_rows[-100:])
+        stages = ", ".join(
+            f"{s} {np.nanmedian(rows[:, k]):.1f}" for k, s in enumerate(ACTION_STAGES, start=1)
+        )
+        p50, p99 = np.percentile(rows[:, 0], [50, 99])
+        return f"Frame -> action: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({stages} ms)"
 
     def model_line(self) -> str:
         """The world model on the brain's ticks: step time, backbone energy, one-tick prediction error."""
@@ -285,16 +301,21 @@ class StreamMonitor:
             "elapsed_s": round(elapsed_s, 3),
             "streams": streams,
             "ticks": self.tick_count,
-            # capture to the action it caused: the planner acts on frames from issue 7 on; the scripted
-            # expert does not, so there is nothing honest to report yet
-            "e2e_p50_ms": None,
-            "e2e_p99_ms": None,
+            # capture of a frame to the action planned from it (the brain's actions only: the scripted
+            # expert does not read frames, so with it there is nothing to report)
+            "e2e_p50_ms": self.e2e_percentile(50),
+            "e2e_p99_ms": self.e2e_percentile(99),
             "episodes": self.episodes,
             "successes": self.successes,
             "memory_entries": model.get("memory_entries"),
             "locked": model.get("locked"),
             "deadline_misses": self.deadline_misses(),  # ticks later than a camera period after capture
         }
+
+    def e2e_percentile(self, q: float) -> float | None:
+        if not self.action_rows:
+            return None
+        return round(float(np.percentile([r[0] for r in self.action_rows], q)), 3)
 
     def deadline_ms(self) -> float | None:
         """A tick's budget: one camera period (the next frame is due then)."""
@@ -331,7 +352,13 @@ class StreamMonitor:
                 table.add_row(name, f"{p50:.2f} ms", f"{p99:.2f} ms", str(v.size), note)
 
         row("V-sync: capture -> tick", self.emit_ms)
-        row("world-model step", self.step_ms, "encoders, belief, adaptation")
+        row("world-model step", self.step_ms, "encoders, belief (adaptation after the action)")
+        if self.action_rows:
+            rows = np.array(self.action_rows)
+            late = int((rows[:, 0] > (self.deadline_ms() or np.inf)).sum())
+            row("capture -> action", rows[:, 0], f"{late} of {len(rows)} actions over one camera period")
+            for k, stage in enumerate(ACTION_STAGES, start=1):
+                row(f"  {stage}", rows[:, k])
         misses = self.deadline_misses()
         if misses is not None:
             total = self.brain_ms()

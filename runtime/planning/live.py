@@ -39,6 +39,7 @@ class LivePlanner:
         self.controller = MPCController(model, planner, adapter, deadline_s, readout=readout)
         self.episode = None
         self.plans = 0
+        self.warm = False  # the planner holds a plan of this episode to start from
         self.refined = self.refined_total = 0  # search iterations run ahead: on the next plan, in all
         # the final pass after its frame: a quarter of the candidates, one iteration (the rest ran ahead)
         self.final_candidates = max(planner.elites, planner.candidates // 4)
@@ -58,7 +59,7 @@ class LivePlanner:
         base.arm_target = np.array(joint[:4], dtype=float)
         mujoco.mj_forward(base.model, d)
         self.controller.reset(self.env)
-        self.episode = episode
+        self.episode, self.warm = episode, False
         return True
 
     def act(self, z: torch.Tensor, joint: np.ndarray, lead_s: float = 0.0) -> np.ndarray:
@@ -66,8 +67,9 @@ class LivePlanner:
         ahead (`refine`), only the final pass runs here; the belief is carried `lead_s` ahead first."""
         self.controller.z = z
         self.plans += 1
-        final = {"iterations": 1, "candidates": self.final_candidates} if self.refined else {}
-        self.refined = 0
+        # with a plan to start from (this episode's last, refined or not) one short pass; else a full plan
+        final = {"iterations": 1, "candidates": self.final_candidates} if self.warm else {}
+        self.refined, self.warm = 0, True
         return self.controller.act({"joint": joint}, lead_s, **final)
 
     def refine(self, z: torch.Tensor, ahead_s: float) -> None:

@@ -139,3 +139,31 @@ def test_bench_transport_writes_report_with_issue_keys(tmp_path):
     assert report["details"]["frames_received_64"] == 100  # the handshake: not one frame lost to joining
     # 200x the native audio rate is a stress figure: on a loaded machine some chunks overflow, and are counted
     assert results["audio_msgs_per_s"] > 0 and report["details"]["audio_gaps"] >= 0
+
+
+def test_bench_pipeline_times_frames_to_actions_by_stage(tmp_path):
+    """`launch.bench pipeline`, shortened: the planning graph runs as processes and every key the issue names
+    comes back; the stages are those of runtime/latency.py, each a positive time, and their medians do not
+    add up to more than the slowest action (they are parts of one path)."""
+    from runtime.latency import ACTION_STAGES
+
+    out = tmp_path / "pipeline.json"
+    proc = _bench("pipeline", "--seconds", "8", "--warmup-s", "3", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    results = report["results"]
+    assert {
+        "e2e_p50_ms",
+        "e2e_p95_ms",
+        "e2e_p99_ms",
+        "miss_rate_33ms",
+        "stage_p50_ms",
+        "stage_p99_ms",
+    } <= set(results)
+    assert 0 < results["e2e_p50_ms"] <= results["e2e_p95_ms"] <= results["e2e_p99_ms"]
+    assert 0 <= results["miss_rate_33ms"] <= 1
+    assert set(results["stage_p50_ms"]) == set(ACTION_STAGES) == set(results["stage_p99_ms"])
+    assert all(v >= 0 for v in results["stage_p50_ms"].values())
+    assert sum(results["stage_p50_ms"].values()) <= results["e2e_p99_ms"] * 1.5
+    assert report["details"]["actions"] > 20  # about 10 a second
+    assert report["targets"]["e2e_p50_ms"] == {"op": "<=", "value": 15.0}

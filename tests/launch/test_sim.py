@@ -115,6 +115,9 @@ def test_mpc_policy_closes_the_loop_through_the_brain(tmp_path):
     log = (tmp_path / "logs" / "brain.log").read_text()
     found = re.search(r"brain: (\d+) plans, p50", log)
     assert found and int(found[1]) > 30, log[-2000:]
+    # each action is timed from the capture of its frame (brain/latency), and the summary shows the stages
+    assert 0 < figures["e2e_p50_ms"] <= figures["e2e_p99_ms"], figures
+    assert "capture -> action" in proc.stdout + proc.stderr and "transport" in proc.stdout + proc.stderr
 
 
 @pytest.mark.timeout(120)

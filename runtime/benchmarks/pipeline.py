@@ -1,0 +1,96 @@
+"""The whole loop, frame to action: `python -m launch.bench pipeline --env manipulation --seconds 60`.
+
+Runs the planning graph (`launch/graphs/sim_mpc.yaml`: sim, actuator and brain, each its own process, over
+ZeroMQ) for `seconds` of wall-clock time, with nothing drawing a dashboard, and collects the brain's
+`brain/latency` rows: for every action, the time from the capture of the camera frame it was planned from
+to the action handed to its socket, and that time by stage (runtime/latency.py, ACTION_STAGES). Reports
+`e2e_p50_ms`, `e2e_p95_ms`, `e2e_p99_ms`, `miss_rate_33ms` (actions later than one camera period after
+their frame) and `stage_p50_ms` / `stage_p99_ms` per stage. The first `warmup_s` are left out (processes
+starting, the first plans compiling their kernels).
+"""
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from runtime.benchmarks.report import Report
+from runtime.latency import ACTION_COLUMNS, ACTION_STAGES
+
+FRAME_MS = 1e3 / 30  # the camera period: the budget of one frame's whole path
+
+
+@dataclass
+class PipelineBenchConfig:
+    env: Literal["manipulation"] = "manipulation"
+    """The simulated world (the planning graph drives our MuJoCo arm)."""
+    task: Literal["reach", "push"] = "reach"
+    seconds: float = 60.0
+    """Wall-clock seconds measured, after the warm-up."""
+    warmup_s: float = 5.0
+    """Seconds run and left out first."""
+    seed: int = 0
+
+    def __post_init__(self):
+        if not self.seconds > 0 or self.warmup_s < 0:
+            raise ValueError(f"need `seconds` > 0 and `warmup_s` >= 0, got {self.seconds}, {self.warmup_s}")
+
+
+def run(cfg: PipelineBenchConfig) -> Report:
+    from rich.progress import Progress
+
+    from launch.sim import SimConfig, prepare
+    from runtime.signals import StopFlag
+    from runtime.supervisor import Supervisor
+    from runtime.transport import Policy, Subscriber
+
+    graph, params = prepare(SimConfig(env=cfg.env, task=cfg.task, policy="mpc", seed=cfg.seed))
+    supervisor = Supervisor(graph, params=params)
+    topics = {"brain/latency": Policy.LOSSLESS, "sim/episode": Policy.LOSSLESS}
+    endpoints = sorted({graph.publisher_endpoint(t, supervisor.run_dir) for t in topics})
+    listener = Subscriber(endpoints, topics, name="launch.bench")
+    rows, episodes, successes = [], 0, 0
+    stop = StopFlag()
+    try:
+        supervisor.start()
+        start = time.monotonic()
+        with Progress(transient=True) as bar:
+            task = bar.add_task("pipeline", total=cfg.warmup_s + cfg.seconds)
+            while not stop and (elapsed := time.monotonic() - start) < cfg.warmup_s + cfg.seconds:
+                for msg in listener.poll(0.1):
+                    if elapsed < cfg.warmup_s:
+                        continue
+                    if msg.topic == "brain/latency":
+                        rows.append(np.asarray(msg.data, np.float64))
+                    else:
+                        episodes, successes = episodes + 1, successes + bool(msg.data[1])
+                supervisor.watch()
+                bar.update(task, completed=elapsed, description=f"pipeline: {len(rows)} actions timed")
+    finally:
+        listener.close()
+        supervisor.stop()
+    report = Report(
+        "pipeline",
+        config={k: str(v) for k, v in vars(cfg).items()},
+        targets={"e2e_p50_ms": ("<=", 15.0), "e2e_p99_ms": ("<=", 33.0), "miss_rate_33ms": ("<=", 0.01)},
+    )
+    if not rows:
+        raise RuntimeError("the brain published no brain/latency rows: did it plan? (see its node log)")
+    table = np.array(rows)
+    e2e = table[:, ACTION_COLUMNS.index("e2e_ms")]
+    p50, p95, p99 = np.percentile(e2e, [50, 95, 99])
+    report.results.update(
+        e2e_p50_ms=float(p50),
+        e2e_p95_ms=float(p95),
+        e2e_p99_ms=float(p99),
+        miss_rate_33ms=float(np.mean(e2e > FRAME_MS)),
+        stage_p50_ms={
+            s: float(np.nanpercentile(table[:, ACTION_COLUMNS.index(s)], 50)) for s in ACTION_STAGES
+        },
+        stage_p99_ms={
+            s: float(np.nanpercentile(table[:, ACTION_COLUMNS.index(s)], 99)) for s in ACTION_STAGES
+        },
+    )
+    report.details.update(actions=len(rows), episodes=episodes, successes=successes, frame_ms=FRAME_MS)
+    return report
