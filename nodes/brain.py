@@ -39,7 +39,27 @@ from runtime.world_model import checkpoint
 log = logging.getLogger(__name__)
 STATUS_PERIOD_S = 0.5  # the dashboard refreshes at 4 Hz; twice a second is plenty for counters
 MAX_BLOCK_S = 0.005  # wake at least this often to publish status and service the publisher
-REFINE_SHARE = 0.6  # search ahead only while a tick's work ends within this share of its period
+SPARE_SHARE = 0.6  # search ahead, learn, only while a tick's work ends within this share of its period
+
+
+class SpareTimeWork:
+    """Work that runs only in what is left of a tick's period, so the next frame never waits for it: its
+    running time is learned as it runs; a skipped call shrinks the estimate, so one slow call does not stop
+    it for good."""
+
+    def __init__(self):
+        self.estimate_s = 0.0
+        self.skipped = 0
+
+    def run(self, work, tick) -> None:
+        spent_s = (now_ns() - tick.emitted_ns) / 1e9
+        if spent_s + self.estimate_s > SPARE_SHARE * tick.dt_eff:
+            self.skipped += 1
+            self.estimate_s *= 0.9
+            return
+        t0 = time.perf_counter()
+        work()
+        self.estimate_s += 0.2 * (time.perf_counter() - t0 - self.estimate_s)
 
 
 def vsync_config(params: dict, graph: Graph) -> VSyncConfig:
@@ -173,8 +193,8 @@ class BrainNode(Node):
             )
             self.control_period_ns = int(1e9 / float(self.params.get("control_hz", 10.0)))
             self.next_control_ns = 0
-        self.refine_s, self.refines_skipped = 0.0, 0  # a search iteration's running time; those not run
-        self.learn_s = 0.0  # a learner step's running time
+        self.search_ahead, self.learner_steps = SpareTimeWork(), SpareTimeWork()
+        self.last_tick_ns = 0
         self.e2e_ms: deque = deque(maxlen=31)  # the last actions' capture-to-publish times, for the lead
         self.streams = {s.name for s in self.vsync.config.streams}
         self.frames = self.vsync.config.master_stream  # one tick per frame (the camera)
@@ -224,41 +244,25 @@ class BrainNode(Node):
                 self.control(tick)
             self.publish("brain/model", self.world_model.adapt(), tick.capture_ns)
             if self.planner is not None and i == len(ticks) - 1:  # never behind a backlog
+                self.last_tick_ns = tick.capture_ns
                 if not due:
-                    self.refine(tick)
-                self.learn(tick)
+                    self.search_ahead.run(self.refine, tick)
+                self.learner_steps.run(self.learn, tick)
         if time.monotonic() >= self.next_status:
             self.next_status = time.monotonic() + STATUS_PERIOD_S
             self.publish("brain/vsync", status_table(self.vsync.status()), now_ns())
             if self.world_model is not None and self.world_model.tripped:  # latched: a restarted actuator
                 self.publish("brain/stop", np.ones(1, np.float32), now_ns())  # hears it again
 
-    def refine(self, tick) -> None:
-        """Search ahead on the next plan, if it fits in what is left of this tick's period (the next frame
-        must not wait for it)."""
-        spent_s = (now_ns() - tick.emitted_ns) / 1e9
-        if spent_s + self.refine_s > REFINE_SHARE * tick.dt_eff:
-            self.refines_skipped += 1
-            self.refine_s *= 0.9  # try again soon: one slow iteration must not stop the search for good
-            return
-        t0 = time.perf_counter()
-        self.planner.refine(
-            self.world_model.z, (self.next_control_ns - tick.capture_ns) / 1e9 + self.lead_s()
-        )
-        self.refine_s += 0.2 * (time.perf_counter() - t0 - self.refine_s)
+    def refine(self) -> None:
+        """One search iteration on the next plan, from the belief carried to when that plan is due."""
+        ahead_s = (self.next_control_ns - self.last_tick_ns) / 1e9 + self.lead_s()
+        self.planner.refine(self.world_model.z, ahead_s)
 
-    def learn(self, tick) -> None:
-        """The learner's step for this tick, if the tick's period has room left for it."""
-        adapter = self.world_model.adapter
-        if adapter is None or adapter.learner is None:
-            return
-        spent_s = (now_ns() - tick.emitted_ns) / 1e9
-        if spent_s + self.learn_s > REFINE_SHARE * tick.dt_eff:
-            self.learn_s *= 0.9
-            return
-        t0 = time.perf_counter()
-        adapter.learn()
-        self.learn_s += 0.2 * (time.perf_counter() - t0 - self.learn_s)
+    def learn(self) -> None:
+        """The learner's step for this tick (deferred by a planning brain's adapter)."""
+        if self.world_model.adapter is not None and self.world_model.adapter.learner is not None:
+            self.world_model.adapter.learn()
 
     def lead_s(self) -> float:
         """How long after a frame's capture its action goes out: the median of the last actions'."""
@@ -313,7 +317,7 @@ class BrainNode(Node):
                 self.planner.plans,
                 *np.percentile(ms, [50, 99]),
                 self.planner.refined_total,
-                self.refines_skipped,
+                self.search_ahead.skipped,
             )
             self.planner.close()
         if hasattr(self, "vsync"):
