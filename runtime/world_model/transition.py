@@ -105,22 +105,29 @@ class Transition(nn.Module):
                 ps.append(p)
             return torch.stack(qs, 1), torch.stack(ps, 1)
         dt = torch.as_tensor(dt, dtype=q.dtype, device=q.device)
-        dt = (dt.expand(q.shape[0], -1) if dt.dim() == 1 else dt).unsqueeze(-1)  # (N, T, 1)
-        decay = torch.exp(-F.softplus(self.raw_gamma) * dt / 2)
-        half = dt / 2
-        kick = half * (actions @ self.b.T)  # (N, T, D): the action's push over half a step
-        drift = dt * torch.exp(self.log_inv_mass)
+        dt = dt.expand(q.shape[0], -1) if dt.dim() == 1 else dt  # (N, T)
+        gamma, inv_mass, steps = F.softplus(self.raw_gamma), torch.exp(self.log_inv_mass), actions.shape[1]
+        # Each torch call costs ~10 us of dispatch here, about what its arithmetic costs at 256 x 32: a plan's
+        # rollout is mostly calls, so the loop makes few (fused multiply-adds, per-step views made at once).
+        if bool((dt == dt[0, 0]).all()):  # one step size, the planner's case: scalars and (D,) vectors
+            h = float(dt[0, 0]) / 2
+            halves, decays, drifts = [h] * steps, [torch.exp(-gamma * h)] * steps, [2 * h * inv_mass] * steps
+            kicks = ((h * actions) @ self.b.T).unbind(1)  # the action's push over half a step
+        else:
+            half = dt.unsqueeze(-1) / 2  # (N, T, 1)
+            halves, decays = half.unbind(1), torch.exp(-gamma * half).unbind(1)
+            drifts, kicks = (2 * half * inv_mass).unbind(1), (half * (actions @ self.b.T)).unbind(1)
         grad = self._gradient_of(mix)
         g = grad(q)
         rq, rp = residual if residual is not None else (None, None)
         qs, ps = [], []
-        for t in range(actions.shape[1]):
-            p = decay[:, t] * p + kick[:, t] - half[:, t] * g
-            q = q + drift[:, t] * p
+        for h, decay, drift, kick in zip(halves, decays, drifts, kicks, strict=True):
+            p = _minus(torch.addcmul(kick, decay, p), h, g)
+            q = torch.addcmul(q, drift, p)
             g = grad(q)
-            p = decay[:, t] * (p + kick[:, t] - half[:, t] * g)
+            p = decay * _minus(p + kick, h, g)
             if rq is not None:  # the step, then the correction: the next kick reads grad V where it moved q
-                q, p = q + dt[:, t] * rq, p + dt[:, t] * rp
+                q, p = q + 2 * h * rq, p + 2 * h * rp
                 g = grad(q)
             qs.append(q)
             ps.append(p)
@@ -137,4 +144,11 @@ class Transition(nn.Module):
         amplitude = F.softplus(self.raw_a).reshape(e * h) * mix.repeat_interleave(h, -1)  # (N, E*H) or (E*H,)
         offset, twice, w2, c2 = amplitude @ w, 2 * amplitude, 2 * w.T, 2 * self.c.reshape(e * h)
         k = torch.exp(self.log_k)
-        return lambda q: torch.addmm(k * q - offset, twice * torch.sigmoid(torch.addmm(c2, q, w2)), w)
+        return lambda q: torch.addmm(
+            torch.addcmul(-offset, k, q), twice * torch.sigmoid(torch.addmm(c2, q, w2)), w
+        )
+
+
+def _minus(p: torch.Tensor, h, g: torch.Tensor) -> torch.Tensor:
+    """p - h g, h a float (one call) or a tensor."""
+    return p.sub(g, alpha=h) if isinstance(h, float) else p - h * g
