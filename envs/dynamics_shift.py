@@ -25,6 +25,27 @@ class DynamicsShift:
             raise ValueError(f"`action_sign` entries must be +1 or -1, got {self.action_sign}")
 
 
+# The shifts the adaptation evaluation and `launch.sim --shift NAME@SECONDS` apply (issue 6's four).
+NAMED_SHIFTS = {
+    "flip": DynamicsShift(action_sign=(1.0, -1.0, 1.0, 1.0)),  # the shoulder's command reversed
+    "mass": DynamicsShift(cube_mass_scale=4.0),
+    "friction": DynamicsShift(friction_scale=0.3),
+    "gain": DynamicsShift(actuator_gain_scale=0.5),
+}
+
+
+def parse_shift(text: str) -> tuple[str, float]:
+    """`flip@5` -> ("flip", 5.0): a named shift and the simulated second it applies at; ValueError if bad."""
+    name, at, seconds = str(text).partition("@")
+    try:
+        when = float(seconds) if at else float("nan")
+    except ValueError:
+        when = float("nan")
+    if name not in NAMED_SHIFTS or not (math.isfinite(when) and when >= 0):
+        raise ValueError(f"a shift is NAME@SECONDS with NAME one of {', '.join(NAMED_SHIFTS)}, got {text!r}")
+    return name, when
+
+
 class ShiftableModel:
     """Owns the nominal copies of every parameter a shift touches, so reverting is exact (not a division).
 

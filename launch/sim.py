@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections import defaultdict, deque
@@ -31,6 +32,7 @@ from rich.table import Table
 import envs
 from runtime.graph import Graph, GraphError, load_graph
 from runtime.latency import ACTION_STAGES
+from runtime.record import recording_summary
 from runtime.signals import StopFlag
 from runtime.supervisor import Supervisor
 from runtime.transport import Policy, Subscriber
@@ -68,6 +70,12 @@ class SimConfig:
     """Who acts on the manipulation arm: the scripted IK `expert`; `mpc`, the brain planning in the world
     model's latent space (graph sim_mpc.yaml); `random`, a random walk of joint targets. The distilled
     `actor` is not built yet and is refused."""
+    shift: str | None = None
+    """Change the world's dynamics live: NAME@SECONDS of simulated time, NAME one of flip (the shoulder's
+    command reversed), mass (cube x4), friction (x0.3), gain (arm servos x0.5); e.g. `--shift flip@10`."""
+    record: Path | None = None
+    """Record every topic of the run to this MCAP file (`launch.record` as its own process; replay it with
+    `python -m launch.replay`). Refused if the file exists."""
     status_file: Path | None = None
     """Write the dashboard's figures here as JSON, once a second and at exit (`streams` with per-stream
     `rate_hz`, `stale`, `latency_p50_ms`; `ticks`; `e2e_p50_ms`, `e2e_p99_ms`; `episodes`, `successes`;
@@ -377,6 +385,39 @@ def write_status(path: Path, status: dict) -> None:
     os.replace(tmp, path)
 
 
+def start_recorder(path: Path, graph: Graph, supervisor: Supervisor) -> subprocess.Popen:
+    """`launch.record` on every topic of the graph, as its own process (its log beside the nodes')."""
+    endpoints = sorted({graph.publisher_endpoint(t, supervisor.run_dir) for t in graph.topics})
+    log_file = open(Path(supervisor.log_dir) / "recorder.log", "wb")  # noqa: SIM115 (the child holds it)
+    with log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "launch.record", "--out", str(path), "--endpoints", *endpoints],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def stop_recorder(recorder: subprocess.Popen, console: Console) -> None:
+    """SIGTERM: the recorder writes what is queued and finishes the file (summary and footer)."""
+    recorder.send_signal(signal.SIGTERM)
+    try:
+        recorder.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        recorder.kill()
+        console.print("[red]the recorder did not finish in 10 s and was killed[/]")
+        return
+    path = Path(recorder.args[recorder.args.index("--out") + 1])
+    summary = recording_summary(path) if path.exists() else None
+    if recorder.returncode != 0 or summary is None:
+        console.print(f"[red]recording to {path} failed (exit {recorder.returncode}); see recorder.log[/]")
+    else:
+        console.print(
+            f"recorded {summary.messages:,} messages on {len(summary.topics)} topics, "
+            f"{summary.duration_s:.1f} s, to {path}"
+        )
+
+
 def prepare(cfg: SimConfig) -> tuple[Graph, dict]:
     """Everything that can refuse bad input, before any process starts."""
     envs.check_name(cfg.env, cfg.task)
@@ -396,6 +437,10 @@ def prepare(cfg: SimConfig) -> tuple[Graph, dict]:
                 params[node] = {"task": sim["task"]}
         if cfg.policy == "random" and "expert" in params:
             params["expert"]["policy"] = "random"
+    if cfg.shift is not None:
+        params["sim"]["shift"] = cfg.shift
+    if cfg.record is not None and (cfg.record.exists() or not cfg.record.parent.is_dir()):
+        raise ValueError(f"`--record`: {cfg.record} exists, or its directory does not")
     if cfg.save_video is not None:
         VideoWriter(cfg.save_video, fps=30, scale=cfg.video_scale)  # checks the path; writes nothing yet
     if cfg.status_file is not None and not cfg.status_file.parent.is_dir():
@@ -427,8 +472,11 @@ def main(cfg: SimConfig, graph: Graph, params: dict) -> int:
     # (inside rich's or ZeroMQ's locks, or a node's start), which can leave them in a state that blocks exit.
     stop = StopFlag()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    recorder = None
     try:
         supervisor.start()
+        if cfg.record is not None:
+            recorder = start_recorder(cfg.record, graph, supervisor)
         next_watch = next_status = 0.0
         with Live(console=console, refresh_per_second=4, transient=False) as live:
             while not stop and (cfg.seconds is None or time.monotonic() - t0 < cfg.seconds):
@@ -459,6 +507,8 @@ def main(cfg: SimConfig, graph: Graph, params: dict) -> int:
             write_status(cfg.status_file, monitor.status(time.monotonic() - t0))
         t_stop = time.monotonic()
         monitor.close()
+        if recorder is not None:  # before the nodes stop: it finishes the file with what they sent
+            stop_recorder(recorder, console)
         supervisor.stop()
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -5,7 +5,8 @@ Physics shares one state, so one process publishes all the simulated sensors: ca
 (`sim/joint`: joint positions and velocities and the tool position, `envs.proprioception`) and the task
 state the scripted expert needs (`sim/task`: episode, ee, cube pose, goal), plus one `sim/episode` message
 per finished episode. It applies the newest `actuator/command` (absolute joint targets and gripper) whenever
-one arrives. Rates come from the graph's `publishes` entries.
+one arrives. Rates come from the graph's `publishes` entries. `shift: NAME@SECONDS` (flip, mass, friction or
+gain, envs/dynamics_shift.py) changes the world's rules at that simulated second, for the rest of the run.
 
 For `env: gym:<id>` the node steps that Gymnasium env at its own control rate and publishes camera and joint
 only (no audio); with no command it acts randomly.
@@ -16,11 +17,20 @@ import logging
 import numpy as np
 
 import envs
+from envs.dynamics_shift import NAMED_SHIFTS, parse_shift
 from nodes.node import Node
 from runtime.clock import now_ns
 
 log = logging.getLogger(__name__)
 AUDIO_CHUNK_S = 0.01
+
+
+def check_params(params: dict, graph) -> None:
+    """Called by launch entry points before any process starts."""
+    if params.get("shift"):
+        if params.get("env", "manipulation") != "manipulation":
+            raise ValueError("`shift` changes the manipulation world's dynamics; gym envs have none")
+        parse_shift(params["shift"])
 
 
 class SimNode(Node):
@@ -48,6 +58,8 @@ class SimNode(Node):
         self.next_s = {topic: 0.0 for topic in self.spec.publishes}
         self.next_control_s = 0.0
         self.command = None
+        # `shift: NAME@SECONDS` (envs/dynamics_shift.py): the world's rules change at that simulated second
+        self.shift = parse_shift(p["shift"]) if p.get("shift") and self.manipulation else None
         log.info(
             "sim: %s, iteration %.1f ms, speed x%g",
             self.env.spec.id if self.env.spec else self.env_name,
@@ -84,6 +96,10 @@ class SimNode(Node):
             self.command = None
         base.advance_physics(self.steps_per_iteration)
         self.sim_s += self.iteration_s
+        if self.shift is not None and self.sim_s + 1e-9 >= self.shift[1]:
+            base.apply_shift(NAMED_SHIFTS[self.shift[0]])
+            log.warning("sim: dynamics shift %r applied at %.2f s (simulated)", self.shift[0], self.sim_s)
+            self.shift = None
         now = now_ns()
         audio = base.microphone.pull()  # (1, 160): this iteration's 10 ms
         if "sim/audio" in self.spec.publishes:

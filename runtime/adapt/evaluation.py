@@ -26,18 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from envs.dynamics_shift import DynamicsShift
+from envs.dynamics_shift import NAMED_SHIFTS, DynamicsShift
 from runtime.adapt.online import VARIANTS, AdaptConfig, OnlineAdapter
 from runtime.world_model import evaluation as ev
 from runtime.world_model.data import CollectConfig, collect_episode
 from runtime.world_model.model import TICK_FIELDS
 
-SHIFTS = {
-    "flip": DynamicsShift(action_sign=(1.0, -1.0, 1.0, 1.0)),  # the shoulder's command reversed
-    "mass": DynamicsShift(cube_mass_scale=4.0),
-    "friction": DynamicsShift(friction_scale=0.3),
-    "gain": DynamicsShift(actuator_gain_scale=0.5),
-}
+SHIFTS = NAMED_SHIFTS
 HORIZONS = (1, 5)
 
 

@@ -187,6 +187,10 @@ def test_ctrl_c_stops_every_node_within_2_s_leaving_no_orphans():
         (["--graph", "no_such_graph"], "no such graph file"),
         (["--policy", "actor"], "the distilled actor is not built yet"),
         (["--env", "gym:Pusher-v5", "--policy", "mpc"], "drives the manipulation arm"),
+        (["--shift", "flip"], "NAME@SECONDS"),
+        (["--shift", "wobble@3"], "one of flip, mass, friction, gain"),
+        (["--env", "gym:Pusher-v5", "--shift", "mass@1"], "gym envs have none"),
+        (["--record", "/no/such/dir/run.mcap"], "`--record`"),
     ],
 )
 def test_sim_refuses_bad_input_before_starting(args, message):
@@ -209,3 +213,24 @@ def test_bad_vsync_config_is_refused_before_anything_starts(tmp_path):
     assert proc.returncode == 2
     assert "streams[sim/camera].nominal_hz" in proc.stderr
     assert "stopped" not in proc.stderr
+
+
+@pytest.mark.timeout(150)
+def test_record_and_a_live_shift(tmp_path):
+    """`--record run.mcap --shift flip@2`: the recorder runs beside the graph and finishes a file that holds
+    every sensor stream and the brain's ticks; the sim reverses the shoulder's command at 2 s of simulated
+    time and says so in its log."""
+    from runtime.record import recording_summary
+
+    out = tmp_path / "run.mcap"
+    proc = run_sim(
+        "--seconds", "8", "--record", str(out), "--shift", "flip@2", "--logs", str(tmp_path / "logs"),
+        timeout=140,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = recording_summary(out)
+    assert summary is not None, (tmp_path / "logs" / "recorder.log").read_text()[-2000:]
+    assert {"sim/camera", "sim/audio", "sim/joint", "expert/action", "brain/tick"} <= set(summary.topics)
+    assert summary.topics["sim/camera"] > 60  # more than 2 s of frames at 30 Hz
+    assert f"recorded {summary.messages:,} messages" in proc.stderr
+    assert "dynamics shift 'flip' applied at 2.00 s" in (tmp_path / "logs" / "sim.log").read_text()
