@@ -7,7 +7,8 @@ liveness, restarts, episodes and successes, and the brain's per-stream tracked r
 flags. The scripted IK expert acts by default; `--policy mpc` has the brain plan in its world model's latent
 space instead (`sim_mpc.yaml`: the brain publishes `brain/action`). `--env gym:Pusher-v5` (any
 Gymnasium id with rgb_array rendering) runs `sim_gym.yaml` instead: camera and joint streams, random actions.
-Ctrl-C stops every process within 2 s and prints the summary.
+`--shift flip@10` changes the world's dynamics at that simulated second; `--record run.mcap` records every
+topic (launch.record beside the graph). Ctrl-C stops every process within 2 s and prints the summary.
 """
 
 import importlib
