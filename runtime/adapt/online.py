@@ -105,8 +105,9 @@ class OnlineAdapter:
         return self.model.predictor.step(z, action, dt)
 
     @torch.no_grad()
-    def rollout(self, z0: torch.Tensor, actions: torch.Tensor, dt: torch.Tensor, held: bool = False):
-        """`held`: the memory's correction recalled once per candidate and held (planning; fast.py)."""
+    def rollout(self, z0: torch.Tensor, actions: torch.Tensor, dt: torch.Tensor, held=None):
+        """`held` (A,): the action in force; the memory's correction is recalled for it once and held
+        (planning; fast.py)."""
         if self.fast is not None:
             return self.fast.rollout(z0, actions, dt, held)
         return self.model.rollout(z0, actions, dt)

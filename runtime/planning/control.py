@@ -144,7 +144,7 @@ class MPCController:
         actions = self._absolute(steps).repeat_interleave(n, 1)  # held for the control period
         dt = torch.full(actions.shape[:2], self.dt)
         if self.adapter is not None:
-            return self.adapter.rollout(z0, actions, dt, held=True)[:, n - 1 :: n]
+            return self.adapter.rollout(z0, actions, dt, held=self._in_force())[:, n - 1 :: n]
         return self.model.rollout(z0, actions, dt)[:, n - 1 :: n]
 
     @torch.no_grad()
@@ -173,11 +173,15 @@ class MPCController:
         if seconds <= 0:
             return z
         n = int(np.ceil(seconds / self.dt - 1e-9))
+        action = self._in_force()[None, None].expand(1, n, -1)
+        return self.model.rollout(z, action, torch.full((1, n), seconds / n))[:, -1]
+
+    def _in_force(self) -> torch.Tensor:
+        """The command the arm holds now (A,)."""
         held = (
             self.prev if self.prev is not None else self.base.action_for_targets(self.base.arm_target, -1.0)
         )
-        action = torch.as_tensor(np.asarray(held, np.float32))[None, None].expand(1, n, -1)
-        return self.model.rollout(z, action, torch.full((1, n), seconds / n))[:, -1]
+        return torch.as_tensor(np.asarray(held, np.float32))
 
     def refine(self, z: torch.Tensor, iterations: int = 1) -> float:
         """Search on the next plan before its frame arrives, from z (1, d) predicted for when it is due."""

@@ -59,20 +59,24 @@ def test_a_memory_correction_acts_in_the_tick_it_is_written(model):
 
 
 @torch.no_grad()
-def test_a_planning_rollout_holds_the_correction_recalled_at_its_start(model):
-    """The world adds an offset c per tick: a rollout that holds the correction recalled for each
-    candidate's first action takes the same first step as the per-step corrected rollout (c away from the
-    bare transition's), and with an empty memory is the bare rollout itself."""
+def test_a_planning_rollout_holds_the_correction_recalled_for_the_action_in_force(model):
+    """The world adds an offset c per tick: a rollout that holds the correction recalled for the action in
+    force takes the same first step as the per-step corrected rollout under that action (c away from the
+    bare transition's), every candidate gets the same correction whatever its actions, and with an empty
+    memory it is the bare rollout itself."""
     fast = FastAdapter(model)
     z, a = _states(1)
     actions, dt = a[:, None].expand(1, 6, 5), DT.expand(1, 6)
-    torch.testing.assert_close(fast.rollout(z, actions, dt, held=True), model.rollout(z, actions, dt))
+    torch.testing.assert_close(fast.rollout(z, actions, dt, held=a[0]), model.rollout(z, actions, dt))
     offset = torch.full((1, Z_DIM), 0.05)
     fast.observe(z, a, DT, model.predictor.step(z, a, DT) + offset)
-    held = fast.rollout(z.expand(3, -1), actions.expand(3, -1, -1), dt.expand(3, -1), held=True)
+    others = torch.cat((actions, actions + 0.5, actions - 0.5))  # candidates far from the stored action
+    held = fast.rollout(z.expand(3, -1), others, dt.expand(3, -1), held=a[0])
+    bare_others = model.rollout(z.expand(3, -1), others, dt.expand(3, -1))
+    torch.testing.assert_close(held[:, 0] - bare_others[:, 0], offset.expand(3, -1), atol=1e-5, rtol=0)
     stepped = fast.rollout(z, actions, dt)
     bare = model.rollout(z, actions, dt)
-    assert held.shape == (3, 6, Z_DIM) and torch.equal(held[0], held[2])
+    assert held.shape == (3, 6, Z_DIM)
     torch.testing.assert_close(held[:1, 0], stepped[:, 0], atol=1e-5, rtol=0)
     torch.testing.assert_close(held[:1, 0] - bare[:, 0], offset, atol=1e-5, rtol=0)
 
