@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
@@ -26,12 +27,13 @@ from typing import Literal
 
 import numpy as np
 import tyro
+import yaml
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
 import envs
-from runtime.graph import Graph, GraphError, load_graph
+from runtime.graph import GRAPHS_DIR, Graph, GraphError, load_graph
 from runtime.latency import ACTION_STAGES
 from runtime.record import recording_summary
 from runtime.signals import StopFlag
@@ -71,6 +73,13 @@ class SimConfig:
     """Who acts on the manipulation arm: the scripted IK `expert`; `mpc`, the brain planning in the world
     model's latent space (graph sim_mpc.yaml); `random`, a random walk of joint targets. The distilled
     `actor` is not built yet and is refused."""
+    camera: str | None = None
+    """Attach a live camera: a device index (`0`), a video file or a stream URL. It joins the graph as its
+    own node (`camera/image`, 30 Hz), is synchronized into the brain's ticks, encoded, shown and recorded."""
+    mic: str | None = None
+    """Attach a live microphone: a PortAudio device name or index, or a WAV file (`mic/audio`, 100/s)."""
+    optional_devices: bool = False
+    """Run on without a `--camera`/`--mic` that cannot be opened (default: refuse to start, naming it)."""
     shift: str | None = None
     """Change the world's dynamics live: NAME@SECONDS of simulated time, NAME one of flip (the shoulder's
     command reversed), mass (cube x4), friction (x0.3), gain (arm servos x0.5); e.g. `--shift flip@10`."""
@@ -419,6 +428,63 @@ def stop_recorder(recorder: subprocess.Popen, console: Console) -> None:
         )
 
 
+SENSOR_STREAMS = {"camera": ("camera/image", "nearest"), "microphone": ("mic/audio", "concat")}
+
+
+def sensor_params(cfg: SimConfig) -> dict[str, dict]:
+    """The live sensors asked for, as node params: `camera` (a device index, file or URL) and `microphone`
+    (a WAV file, or a PortAudio device name or index)."""
+    out = {}
+    if cfg.camera is not None:
+        source = int(cfg.camera) if cfg.camera.isdigit() else cfg.camera
+        out["camera"] = {"source": source, "width": cfg.image_size, "height": cfg.image_size, "fps": 30}
+    if cfg.mic is not None:
+        if cfg.mic.lower().endswith(".wav"):
+            out["microphone"] = {"file": cfg.mic}
+        else:
+            out["microphone"] = {"device": int(cfg.mic) if cfg.mic.isdigit() else cfg.mic}
+    return out
+
+
+def probe_sensor(node: str, params: dict) -> str | None:
+    """Open and close the device as its node will; None if it opens, else why not (naming the source)."""
+    if node == "camera":
+        from nodes.camera_device import Camera as Device
+        from nodes.camera_device import CameraConfig as Config
+    else:
+        from nodes.microphone_device import Microphone as Device
+        from nodes.microphone_device import MicrophoneConfig as Config
+    source = params.get("source", params.get("file", params.get("device")))
+    try:
+        device = Device(Config(**params))
+        device.connect()
+        device.disconnect()
+    except Exception as exc:  # any failure to open is the same answer: this source cannot be used now
+        return f"`--{'camera' if node == 'camera' else 'mic'} {source}` cannot be opened: {exc}"
+    return None
+
+
+def with_sensors(graph: Graph, sensors: dict[str, dict]) -> Graph:
+    """The graph with the live sensors' nodes (from `sensors.yaml`) added, their streams in the brain's
+    V-sync config and subscriptions; written beside the run (nodes load their graph from a file)."""
+    raw = yaml.safe_load(Path(graph.source).read_text())
+    sensor_nodes = yaml.safe_load((GRAPHS_DIR / "sensors.yaml").read_text())["nodes"]
+    brain = raw["nodes"].get("brain")
+    for node, params in sensors.items():
+        spec = sensor_nodes[node]
+        spec["params"] = {**spec.get("params", {}), **params}
+        raw["nodes"][node] = spec
+        topic, assemble = SENSOR_STREAMS[node]
+        if brain is not None:
+            brain["subscribes"] = [*brain.get("subscribes", []), topic]
+            brain["params"]["vsync"]["streams"][topic] = {"assemble": assemble}
+            brain["publishes"]["brain/extra"] = {"kind": "state", "rate_hz": 30, "policy": "latest"}
+    raw["name"] = graph.name
+    path = Path(tempfile.mkdtemp(prefix="hamrt-graph-")) / Path(graph.source).name
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return load_graph(path)
+
+
 def prepare(cfg: SimConfig) -> tuple[Graph, dict]:
     """Everything that can refuse bad input, before any process starts."""
     envs.check_name(cfg.env, cfg.task)
@@ -440,6 +506,16 @@ def prepare(cfg: SimConfig) -> tuple[Graph, dict]:
             params["expert"]["policy"] = "random"
     if cfg.shift is not None:
         params["sim"]["shift"] = cfg.shift
+    sensors = sensor_params(cfg)
+    for node, node_params in list(sensors.items()):
+        problem = probe_sensor(node, node_params)
+        if problem is not None and not cfg.optional_devices:
+            raise ValueError(f"{problem} (pass --optional-devices to run without it)")
+        if problem is not None:
+            log.warning("%s; running without it (--optional-devices)", problem)
+            del sensors[node]
+    if sensors:
+        graph = with_sensors(graph, sensors)
     if cfg.record is not None and (cfg.record.exists() or not cfg.record.parent.is_dir()):
         raise ValueError(f"`--record`: {cfg.record} exists, or its directory does not")
     if cfg.save_video is not None:

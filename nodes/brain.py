@@ -21,6 +21,11 @@ the tick's camera frame); then the tick's adaptation. On the ticks between, afte
 search iteration runs ahead on the next plan. Each action's path from its frame is timed by stage and
 published on `brain/latency` (runtime/latency.py, ACTION_COLUMNS) when the graph declares it. With
 `policy: none` (the default) the brain only watches: another node acts.
+
+Streams after the model's four (a live camera, a microphone: `launch.sim --camera/--mic`) are synchronized
+into the same ticks and, after the tick's action, encoded by the encoder of their kind; the tokens go out on
+`brain/extra` (one row per extra stream, NaN when it had nothing fresh). The shipped model was trained on
+its four streams, so they do not enter the belief.
 """
 
 import logging
@@ -39,6 +44,7 @@ from runtime.world_model import checkpoint
 log = logging.getLogger(__name__)
 STATUS_PERIOD_S = 0.5  # the dashboard refreshes at 4 Hz; twice a second is plenty for counters
 MAX_BLOCK_S = 0.005  # wake at least this often to publish status and service the publisher
+EXTRA_KINDS = ("image", "audio")  # extra modalities (a live camera, a microphone) the encoders can read
 SPARE_SHARE = 0.6  # search ahead, learn, only while a tick's work ends within this share of its period
 
 
@@ -155,11 +161,16 @@ def check_params(params: dict, graph: Graph) -> None:
     if lock_record(params) is not None and "brain/stop" not in graph.nodes["brain"].publishes:
         raise ValueError("`lock` needs the brain to publish `brain/stop` (the actuators' protective stop)")
     config = vsync_config(params, graph)
-    if world_model_path(params) is not None and len(config.streams) != 4:
-        raise ValueError(
-            "`world_model` reads 4 streams in this order: camera, audio, joint, action; "
-            f"`vsync.streams` has {[s.name for s in config.streams]} (set `world_model: none` to run without)"
-        )
+    if world_model_path(params) is not None:
+        if len(config.streams) < 4:
+            raise ValueError(
+                "`world_model` reads 4 streams in this order: camera, audio, joint, action; `vsync.streams` "
+                f"has {[s.name for s in config.streams]} (set `world_model: none` to run without)"
+            )
+        kinds = {s.name: graph.topics[s.name][1].kind for s in config.streams[4:]}
+        odd = {name: kind for name, kind in kinds.items() if kind not in EXTRA_KINDS}
+        if odd:
+            raise ValueError(f"streams after the model's four are extra images or audio; got {odd}")
 
 
 class BrainNode(Node):
@@ -197,6 +208,8 @@ class BrainNode(Node):
         self.last_tick_ns = 0
         self.e2e_ms: deque = deque(maxlen=31)  # the last actions' capture-to-publish times, for the lead
         self.streams = {s.name for s in self.vsync.config.streams}
+        extras = self.vsync.config.streams[4:] if self.world_model is not None else ()
+        self.extra_kinds = tuple(self.graph.topics[s.name][1].kind for s in extras)
         self.frames = self.vsync.config.master_stream  # one tick per frame (the camera)
         self.frame_index = [s.name for s in self.vsync.config.streams].index(self.frames)
         self.frame_times: list = [None] * 64  # by seq: (seq, capture_ns, send_ns, received_ns)
@@ -242,6 +255,10 @@ class BrainNode(Node):
             if due:  # the critical path: plan from this belief, act, then everything else
                 self.next_control_ns = tick.capture_ns + self.control_period_ns - int(tick.dt_eff * 5e8)
                 self.control(tick)
+            if self.extra_kinds:  # a live camera or microphone: encoded after the action went out
+                tokens = self.world_model.encode_extras(tick, self.extra_kinds)
+                if "brain/extra" in self.spec.publishes:
+                    self.publish("brain/extra", tokens, tick.capture_ns)
             self.publish("brain/model", self.world_model.adapt(), tick.capture_ns)
             if self.planner is not None and i == len(ticks) - 1:  # never behind a backlog
                 self.last_tick_ns = tick.capture_ns

@@ -154,14 +154,14 @@ def tick_fields(tick, image_size: int) -> dict[str, np.ndarray]:
     """One V-sync tick as the world model's inputs (streams in STREAMS order: camera, audio, joint, action).
 
     A missing frame is zeros (and masked); audio is the fresh chunks, at most MAX_CHUNKS."""
-    camera, audio, joint, action = tick.data
+    camera, audio, joint, action = tick.data[:4]  # streams after these are extra modalities (the brain's)
     out = {
         "image": np.zeros((image_size, image_size, 3), np.uint8),
         "audio": np.zeros((MAX_CHUNKS, 160), np.float32),
         "audio_chunks": np.array(0, np.int64),
         "joint": np.zeros(envs.PROPRIO_DIM, np.float32),
         "action": np.zeros(5, np.float32),
-        "mask": np.asarray(tick.mask, bool),
+        "mask": np.asarray(tick.mask[:4], bool),
         "dt_eff": np.array(tick.dt_eff, np.float64),
     }
     if camera is not None:

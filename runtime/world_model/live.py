@@ -18,11 +18,12 @@ once the action is out, `adapt` (the prediction scored, the memory written, the 
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
 from runtime.world_model import checkpoint
-from runtime.world_model.data import tick_fields
+from runtime.world_model.data import MAX_CHUNKS, tick_fields
 
 MODEL_COLUMNS = (
     "step_ms",
@@ -36,6 +37,7 @@ MODEL_COLUMNS = (
     "swaps",
     "lock",  # -1 no lock, 0 open, 1 locked, 2 tripped
     "adapt_ms",  # the tick's adaptation (memory, learner), after its action went out
+    "extra_ms",  # encoding the tick's extra modalities (a live camera, a microphone), if any
 )
 
 
@@ -59,6 +61,7 @@ class LiveWorldModel:
         self.refused = 0
         self.ticks = 0
         self.step_ms = np.nan  # the last belief's time: encoders and backbone
+        self.extra_ms = np.nan  # the last tick's extra modalities' encoding
         self._pending = None  # the last tick's (z_prev, action, dt, z, aux), until `adapt`
         self.lock, self.watch, self.adapter = lock, None, None
         if lock is not None:
@@ -119,13 +122,41 @@ class LiveWorldModel:
                 err = float((pred - z).pow(2).mean())
         energy = float(aux["energy"].sum()) if "energy" in aux else np.nan
         adapt_ms = (time.perf_counter() - t0) * 1e3
-        return self.row(self.step_ms, energy, err, float(z.norm()), adapt_ms)
+        return self.row(self.step_ms, energy, err, float(z.norm()), adapt_ms, self.extra_ms)
+
+    @torch.no_grad()
+    def encode_extras(self, tick, kinds: tuple[str, ...]) -> np.ndarray:
+        """The extra modalities of a tick (its streams after the model's four: a live camera, a microphone)
+        through the encoder of their kind, (K, d_token); a row of NaN where a stream has nothing fresh.
+        They are not fed to the belief: the shipped model was trained on its four streams only."""
+        t0 = time.perf_counter()
+        encoder, size = self.model.encoder, self.model.cfg.image_size
+        out = np.full((len(kinds), encoder.mask_tokens.shape[1]), np.nan, np.float32)
+        for k, kind in enumerate(kinds):
+            data, fresh = tick.data[4 + k], tick.status[4 + k, 1] > 0
+            if data is None or not fresh:
+                continue
+            if kind == "image":
+                frame = np.asarray(data, np.uint8)
+                if frame.shape[:2] != (size, size):
+                    frame = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+                token = encoder.vision(torch.from_numpy(np.ascontiguousarray(frame[..., :3]))[None])
+            else:
+                raw = np.asarray(data)
+                scale = 1 / 32768 if raw.dtype == np.int16 else 1.0  # int16 devices: to [-1, 1)
+                chunks = (raw.astype(np.float32) * scale).reshape(-1, 160)[:MAX_CHUNKS]
+                audio = torch.zeros(1, MAX_CHUNKS, 160)
+                audio[0, : len(chunks)] = torch.from_numpy(chunks)
+                token = encoder.audio(audio, torch.tensor([len(chunks)]))
+            out[k] = token[0].numpy()
+        self.extra_ms = (time.perf_counter() - t0) * 1e3
+        return out
 
     @property
     def tripped(self) -> bool:
         return self.watch is not None and self.watch.tripped is not None
 
-    def row(self, step_ms: float, energy: float, err: float, z_norm: float, adapt_ms=np.nan) -> np.ndarray:
+    def row(self, step_ms, energy, err, z_norm, adapt_ms=np.nan, extra_ms=np.nan) -> np.ndarray:
         status = self.adapter.status() if self.adapter is not None else {}
         lock = -1 if self.lock is None else 2 if self.tripped else int(self.lock.locked)
         return np.array(
@@ -141,6 +172,7 @@ class LiveWorldModel:
                 status.get("swaps", 0),
                 lock,
                 adapt_ms,
+                extra_ms,
             ],
             np.float64,
         )

@@ -234,3 +234,62 @@ def test_record_and_a_live_shift(tmp_path):
     assert summary.topics["sim/camera"] > 60  # more than 2 s of frames at 30 Hz
     assert f"recorded {summary.messages:,} messages" in proc.stderr
     assert "dynamics shift 'flip' applied at 2.00 s" in (tmp_path / "logs" / "sim.log").read_text()
+
+
+def _sensor_fakes(tmp_path: Path):
+    """A 3 s looping video file for the camera, and a file-backed ALSA capture device (`testmic`, fed at
+    16 kHz through a named pipe) for the microphone: the real camera and PortAudio code runs on both."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from fakes.alsa import PCM_NAME, PacedFifoWriter, write_asoundrc
+    from fakes.video import counter_frames, write_video
+
+    video = write_video(tmp_path / "camera.mp4", counter_frames(90, 64, 48), fps=30)
+    writer = PacedFifoWriter(tmp_path / "mic.fifo", rate=16000, block=160)  # before PortAudio opens it
+    write_asoundrc(tmp_path, writer.path, rate=16000)
+    return video, PCM_NAME, writer, {**os.environ, "HOME": str(tmp_path)}
+
+
+@pytest.mark.timeout(200)
+def test_live_camera_and_microphone_join_the_graph(tmp_path):
+    """`--camera video.mp4 --mic testmic` for 20 s: both sensors run as their own nodes at their native rates,
+    the brain synchronizes them into its ticks with the sim's streams and encodes them (`brain/extra`),
+    every stream is live in the status file at exit, and every process stops cleanly."""
+    video, mic, writer, env = _sensor_fakes(tmp_path)
+    status, logs = tmp_path / "status.json", tmp_path / "logs"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "launch.sim", "--seconds", "20", "--camera", str(video), "--mic", mic,
+             "--status-file", str(status), "--logs", str(logs)],
+            cwd=ROOT, capture_output=True, text=True, timeout=180, env=env,
+        )  # fmt: skip
+    finally:
+        writer.close()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    streams = json.loads(status.read_text())["streams"]
+    assert abs(streams["camera/image"]["rate_hz"] - 30) <= 3, streams["camera/image"]
+    assert abs(streams["mic/audio"]["rate_hz"] - 100) <= 10, streams["mic/audio"]
+    assert streams["brain/extra"]["rate_hz"] > 20, streams["brain/extra"]
+    live = {t: s for t, s in streams.items() if s["stale"] is not None}
+    assert not [t for t, s in live.items() if s["stale"]], live
+    brain = (logs / "brain.log").read_text()
+    for topic, rate in (("camera/image", "30"), ("mic/audio", "100")):
+        assert re.search(rf"brain: {re.escape(topic)} \d+\.\d+ Hz \(nominal {rate}\)", brain), brain[-2000:]
+    assert "stopped 6 nodes" in proc.stderr
+
+
+@pytest.mark.timeout(120)
+def test_a_device_that_cannot_be_opened_stops_the_start_unless_optional(tmp_path):
+    """`--camera` naming a file that does not exist: exit 2 with the source named, nothing started; with
+    `--optional-devices` the graph runs without it and says so."""
+    missing = tmp_path / "no_such_camera.mp4"
+    proc = run_sim("--camera", str(missing), "--seconds", "3", timeout=60)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"`--camera {missing}` cannot be opened" in proc.stderr and "--optional-devices" in proc.stderr
+    assert "stopped" not in proc.stderr
+    status = tmp_path / "status.json"
+    proc = run_sim(
+        "--camera", str(missing), "--optional-devices", "--seconds", "4", "--status-file", str(status)
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "running without it" in proc.stderr
+    assert "camera/image" not in json.loads(status.read_text())["streams"]
