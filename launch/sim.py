@@ -466,7 +466,7 @@ def probe_sensor(node: str, params: dict) -> str | None:
 
 def with_sensors(graph: Graph, sensors: dict[str, dict]) -> Graph:
     """The graph with the live sensors' nodes (from `sensors.yaml`) added, their streams in the brain's
-    V-sync config and subscriptions; written beside the run (nodes load their graph from a file)."""
+    V-sync config and subscriptions, written to a temporary file (nodes load their graph from a file)."""
     raw = yaml.safe_load(Path(graph.source).read_text())
     sensor_nodes = yaml.safe_load((GRAPHS_DIR / "sensors.yaml").read_text())["nodes"]
     brain = raw["nodes"].get("brain")
@@ -489,11 +489,9 @@ def prepare(cfg: SimConfig) -> tuple[Graph, dict]:
     """Everything that can refuse bad input, before any process starts."""
     envs.check_name(cfg.env, cfg.task)
     manipulation = cfg.env == "manipulation"
-    if cfg.policy == "actor":
-        raise ValueError("`--policy actor`: the distilled actor is not built yet; use mpc, expert or random")
     if cfg.policy != "expert" and not manipulation:
         raise ValueError(f"`--policy {cfg.policy}` drives the manipulation arm; gym envs act at random")
-    default = "sim_mpc" if cfg.policy == "mpc" else "sim"
+    default = "sim_mpc" if cfg.policy in ("mpc", "actor") else "sim"
     graph = load_graph(cfg.graph or (default if manipulation else "sim_gym"))
     sim = {"env": cfg.env, "seed": cfg.seed, "image_size": cfg.image_size, "speed": cfg.speed}
     params = {"sim": sim}
@@ -502,6 +500,8 @@ def prepare(cfg: SimConfig) -> tuple[Graph, dict]:
         for node in ("expert", "brain"):
             if node in graph.nodes:
                 params[node] = {"task": sim["task"]}
+        if cfg.policy == "actor" and "brain" in params:  # the planning graph, the distilled actor acting
+            params["brain"]["policy"] = "actor"
         if cfg.policy == "random" and "expert" in params:
             params["expert"]["policy"] = "random"
     if cfg.shift is not None:

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 import tyro
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from runtime.planning.actor import DistillConfig, distill
 from runtime.world_model import checkpoint, readout
 from runtime.world_model.model import MODELS, WorldModelConfig, parameter_count
 from runtime.world_model.training import Episodes, TrainConfig, refit_predictor, train
@@ -43,12 +45,18 @@ class TrainArgs:
     and add it to that checkpoint's manifest (e.g. runtime/world_model/default)."""
     readout_episodes: int = 60
     """Episodes the planning readout is fitted on (the first N)."""
+    actor_only: Path | None = None
+    """Train nothing: distill the actor (runtime/planning/actor.py) from the planner of the checkpoint at this
+    path, in teacher episodes it runs itself (no data needed), and add it to that checkpoint's manifest."""
+    actor: DistillConfig = DistillConfig()
     config: WorldModelConfig = WorldModelConfig()
     train: TrainConfig = TrainConfig()
 
 
 def main(args: TrainArgs, argv: list[str]) -> int:
     console = Console(stderr=True)
+    if args.actor_only is not None:
+        return _distill_actor(args.actor_only, args.actor, console)
     try:
         episodes = Episodes(args.data, args.episodes)
     except (FileNotFoundError, ValueError) as exc:
@@ -118,6 +126,31 @@ def _fit_readout(model, directory: Path, episodes: Episodes, n: int, console: Co
         fitted, error = readout.fit_on_episodes(model.eval(), chosen)
     path = fitted.save(directory)
     console.print(f"planning readout: joints to {error:.3f} rad (mean abs, training episodes) -> {path}")
+
+
+def _distill_actor(directory: Path, cfg: DistillConfig, console: Console) -> int:
+    try:
+        model, _ = checkpoint.load(directory)
+        joints = readout.load(directory)
+    except checkpoint.CheckpointError as exc:
+        console.print(f"launch.train: {exc}")
+        return 2
+    torch.set_num_threads(2)
+    total = cfg.episodes * len(cfg.tasks)
+    with Progress(TextColumn("actor"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+                  TimeRemainingColumn(), console=console) as progress:  # fmt: skip
+        bar = progress.add_task("teacher", total=total, note="")
+
+        def report(task: str, episode: int, samples: int) -> None:
+            progress.update(bar, advance=1, note=f"{task} episode {episode}, {samples} samples")
+
+        fitted, stats = distill(model.eval(), joints, cfg, report)
+    path = fitted.save(directory)
+    console.print(
+        f"actor: {stats['samples']} teacher steps, held-out step error "
+        f"{stats['held_out_step_error_rad']:.3f} rad -> {path}"
+    )
+    return 0
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -19,8 +19,10 @@ to start from other weights, applies no weight changes, and on a mismatch at run
 planning pass within `plan_deadline_ms`, the safety filter, `brain/action` (stamped with the capture time of
 the tick's camera frame); then the tick's adaptation. On the ticks between, after their adaptation, one
 search iteration runs ahead on the next plan. Each action's path from its frame is timed by stage and
-published on `brain/latency` (runtime/latency.py, ACTION_COLUMNS) when the graph declares it. With
-`policy: none` (the default) the brain only watches: another node acts.
+published on `brain/latency` (runtime/latency.py, ACTION_COLUMNS) when the graph declares it.
+`policy: actor` runs the same loop with the policy distilled from the planner choosing each step (one
+forward pass; nothing searched ahead). With `policy: none` (the default) the brain only watches: another
+node acts.
 
 Streams after the model's four (a live camera, a microphone: `launch.sim --camera/--mic`) are synchronized
 into the same ticks and, after the tick's action, encoded by the encoder of their kind; the tokens go out on
@@ -117,7 +119,11 @@ def lock_record(params: dict):
         raise ValueError(f"`lock`: {exc}") from None
 
 
-POLICIES = ("none", "mpc")
+POLICIES = (
+    "none",
+    "mpc",
+    "actor",
+)  # actor: the policy distilled from the planner (runtime/planning/actor.py)
 
 
 def planner_config(params: dict):
@@ -137,7 +143,7 @@ def check_params(params: dict, graph: Graph) -> None:
     policy = str(params.get("policy", "none"))
     if policy not in POLICIES:
         raise ValueError(f"`policy` must be one of {', '.join(POLICIES)}, got {policy!r}")
-    if policy == "mpc":
+    if policy in ("mpc", "actor"):
         planner_config(params)
         path = world_model_path(params)
         if path is None:
@@ -151,6 +157,16 @@ def check_params(params: dict, graph: Graph) -> None:
                 f"`world_model`: `policy: mpc` plans toward joint goals through the checkpoint's planning "
                 f"readout: {exc} (fit one with `python -m launch.train --readout-only {path}`)"
             ) from None
+        if policy == "actor":
+            from runtime.planning.actor import ACTOR
+
+            try:
+                checkpoint.verify_file(path, ACTOR)
+            except checkpoint.CheckpointError as exc:
+                raise ValueError(
+                    f"`world_model`: `policy: actor` needs the checkpoint's distilled actor: {exc} "
+                    f"(distill one with `python -m launch.train --actor-only {path}`)"
+                ) from None
         spec = graph.nodes["brain"]
         if "brain/action" not in spec.publishes or not {"sim/task", "sim/joint"} <= set(spec.subscribes):
             raise ValueError(
@@ -189,7 +205,8 @@ class BrainNode(Node):
             )
             log.info("brain: world model %s (%s)", path, self.world_model.manifest.get("command"))
         self.planner = None
-        if self.params.get("policy", "none") == "mpc":
+        if self.params.get("policy", "none") in ("mpc", "actor"):
+            from runtime.planning import actor
             from runtime.planning.live import LivePlanner
             from runtime.world_model import readout
 
@@ -201,6 +218,7 @@ class BrainNode(Node):
                 float(self.params.get("plan_deadline_ms", 25)) / 1e3,
                 wm.adapter,
                 readout.load(path),
+                actor.load(path) if self.params["policy"] == "actor" else None,
             )
             self.control_period_ns = int(1e9 / float(self.params.get("control_hz", 10.0)))
             self.next_control_ns = 0

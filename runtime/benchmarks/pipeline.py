@@ -1,11 +1,12 @@
 """The whole loop, frame to action: `python -m launch.bench pipeline --env manipulation --seconds 60`.
 
 Runs the planning graph (`launch/graphs/sim_mpc.yaml`: sim, actuator and brain, each its own process, over
-ZeroMQ) for `seconds` of wall-clock time, with nothing drawing a dashboard, and collects the brain's
-`brain/latency` rows: for every action, the time from the capture of the camera frame it was planned from
-to the action handed to its socket, and that time by stage (runtime/latency.py, ACTION_STAGES). Reports
-`e2e_p50_ms`, `e2e_p95_ms`, `e2e_p99_ms`, `miss_rate_33ms` (actions later than one camera period after
-their frame) and `stage_p50_ms` / `stage_p99_ms` per stage. The first `warmup_s` are left out (processes
+ZeroMQ; the brain plans, or with `--policy actor` its distilled actor acts) for `seconds` of wall-clock
+time, with nothing drawing a dashboard, and collects the brain's `brain/latency` rows: for every action, the
+time from the capture of the camera frame it was planned from to the action handed to its socket, and that
+time by stage (runtime/latency.py, ACTION_STAGES). Reports `e2e_p50_ms`, `e2e_p95_ms`, `e2e_p99_ms`,
+`miss_rate_33ms` (actions later than one camera period after their frame) and `stage_p50_ms` /
+`stage_p99_ms` per stage. The first `warmup_s` are left out (processes
 starting, the first plans compiling their kernels).
 """
 
@@ -26,6 +27,8 @@ class PipelineBenchConfig:
     env: Literal["manipulation"] = "manipulation"
     """The simulated world (the planning graph drives our MuJoCo arm)."""
     task: Literal["reach", "push"] = "reach"
+    policy: Literal["mpc", "actor"] = "mpc"
+    """Who acts in the brain: the planner, or the actor distilled from it."""
     seconds: float = 60.0
     """Wall-clock seconds measured, after the warm-up."""
     warmup_s: float = 5.0
@@ -45,7 +48,7 @@ def run(cfg: PipelineBenchConfig) -> Report:
     from runtime.supervisor import Supervisor
     from runtime.transport import Policy, Subscriber
 
-    graph, params = prepare(SimConfig(env=cfg.env, task=cfg.task, policy="mpc", seed=cfg.seed))
+    graph, params = prepare(SimConfig(env=cfg.env, task=cfg.task, policy=cfg.policy, seed=cfg.seed))
     supervisor = Supervisor(graph, params=params)
     topics = {"brain/latency": Policy.LOSSLESS, "sim/episode": Policy.LOSSLESS}
     endpoints = sorted({graph.publisher_endpoint(t, supervisor.run_dir) for t in topics})

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 import envs
+from runtime.planning.actor import ActorController
 from runtime.planning.control import MPCController
 from runtime.planning.mpc import PlannerConfig
 
@@ -27,8 +28,16 @@ TASK_FIELDS = {"episode": slice(0, 1), "ee": slice(1, 4), "object": slice(4, 11)
 
 class LivePlanner:
     def __init__(
-        self, model, task: str, planner: PlannerConfig, deadline_s: float, adapter=None, readout=None
+        self,
+        model,
+        task: str,
+        planner: PlannerConfig,
+        deadline_s: float,
+        adapter=None,
+        readout=None,
+        actor=None,
     ):
+        """`actor`: the distilled policy (runtime/planning/actor.py) acts instead of the search."""
         self.env = envs.make(
             "manipulation",
             task,
@@ -36,7 +45,11 @@ class LivePlanner:
             audio=False,
             action_mode="absolute",
         )
-        self.controller = MPCController(model, planner, adapter, deadline_s, readout=readout)
+        if actor is None:
+            self.controller = MPCController(model, planner, adapter, deadline_s, readout=readout)
+        else:
+            self.controller = ActorController(model, actor, adapter, readout=readout)
+        self.searches = actor is None
         self.episode = None
         self.plans = 0
         self.warm = False  # the planner holds a plan of this episode to start from
@@ -76,8 +89,8 @@ class LivePlanner:
     def refine(self, z: torch.Tensor, ahead_s: float) -> None:
         """Between control ticks: one search iteration on the next plan, from z carried `ahead_s` to when that
         plan is due."""
-        if self.episode is None or self.controller.z is None:
-            return  # no goal or no plan yet
+        if not self.searches or self.episode is None or self.controller.z is None:
+            return  # an actor, or no goal or no plan yet
         self.controller.refine(self.controller.advance(z, ahead_s))
         self.refined += 1
         self.refined_total += 1

@@ -185,7 +185,6 @@ def test_ctrl_c_stops_every_node_within_2_s_leaving_no_orphans():
         (["--save-video", "out.avi"], ".mp4"),
         (["--seconds", "-1"], "`seconds` must be > 0"),
         (["--graph", "no_such_graph"], "no such graph file"),
-        (["--policy", "actor"], "the distilled actor is not built yet"),
         (["--env", "gym:Pusher-v5", "--policy", "mpc"], "drives the manipulation arm"),
         (["--shift", "flip"], "NAME@SECONDS"),
         (["--shift", "wobble@3"], "one of flip, mass, friction, gain"),
@@ -293,3 +292,20 @@ def test_a_device_that_cannot_be_opened_stops_the_start_unless_optional(tmp_path
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "running without it" in proc.stderr
     assert "camera/image" not in json.loads(status.read_text())["streams"]
+
+
+@pytest.mark.timeout(150)
+def test_actor_policy_drives_the_arm_through_the_brain(tmp_path):
+    """`--policy actor`: the planning graph with the distilled actor choosing each step; actions flow at the
+    control rate and each is timed from its frame."""
+    status = tmp_path / "status.json"
+    proc = run_sim(
+        "--policy", "actor", "--task", "reach", "--seconds", "10", "--logs", str(tmp_path / "logs"),
+        "--status-file", str(status), timeout=140,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(status.read_text())
+    assert figures["streams"]["brain/action"]["rate_hz"] >= 5, figures["streams"]["brain/action"]
+    assert 0 < figures["e2e_p50_ms"] <= figures["e2e_p99_ms"]
+    log = (tmp_path / "logs" / "brain.log").read_text()
+    assert re.search(r"brain: \d+ plans, p50 .*search ahead 0 iterations", log), log[-2000:]

@@ -207,7 +207,7 @@ def test_eval_adapt_reports_every_variant_for_a_shift(trained, tmp_path):
 @pytest.mark.timeout(300)
 def test_eval_control_reports_each_policy_and_the_plan_time(trained, tmp_path):
     """`launch.eval control` on one short reach episode per policy: a success rate for each, the GRU planner
-    from the trained checkpoints, the plan time, and the actor named as missing."""
+    from the trained checkpoints, the shipped checkpoint's distilled actor, and the plan time."""
     out = tmp_path / "control.json"
     proc = run(
         "launch.eval", "control", "--episodes", "1", "--episode-seconds", "1", "--checkpoints",
@@ -216,8 +216,39 @@ def test_eval_control_reports_each_policy_and_the_plan_time(trained, tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
-    for policy in ("mpc_hssm", "mpc_gru", "expert", "random"):
+    for policy in ("mpc_hssm", "mpc_gru", "actor", "expert", "random"):
         assert 0 <= report["results"][f"success_{policy}"] <= 1
     assert 0 < report["results"]["plan_p99_ms"] < 1e4
     assert report["targets"]["plan_p99_ms"] == {"op": "<=", "value": 25.0}
-    assert "actor" in report["details"]["missing"][0]
+    assert "plan_ms_p50_actor" not in report["details"]  # the actor does not plan
+
+
+@pytest.mark.timeout(300)
+def test_train_actor_only_distills_into_a_checkpoint_and_a_changed_actor_is_refused(tmp_path):
+    """`launch.train --actor-only DIR` on a copy of the shipped checkpoint: one teacher episode, a few steps;
+    the actor is listed in the manifest with its hash and loads; a changed byte is refused."""
+    import shutil
+
+    from runtime.planning import actor
+    from runtime.world_model import checkpoint
+
+    copy = tmp_path / "ckpt"
+    shutil.copytree(checkpoint.DEFAULT_CHECKPOINT, copy)
+    (copy / actor.ACTOR).unlink(missing_ok=True)
+    manifest = checkpoint.read_manifest(copy)
+    manifest["files"].pop(actor.ACTOR, None)
+    (copy / checkpoint.MANIFEST).write_text(json.dumps(manifest))
+    proc = run(
+        "launch.train", "--actor-only", str(copy), "--actor.episodes", "1", "--actor.tasks", "reach",
+        "--actor.steps", "20",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "held-out step error" in proc.stderr
+    assert actor.ACTOR in checkpoint.read_manifest(copy)["files"]
+    loaded = actor.load(copy)
+    assert isinstance(loaded, actor.Actor)
+    data = bytearray((copy / actor.ACTOR).read_bytes())
+    data[-20] ^= 0xFF
+    (copy / actor.ACTOR).write_bytes(bytes(data))
+    with pytest.raises(checkpoint.CheckpointError, match="does not match its manifest"):
+        actor.load(copy)
