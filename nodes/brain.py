@@ -147,30 +147,25 @@ def check_params(params: dict, graph: Graph) -> None:
         planner_config(params)
         path = world_model_path(params)
         if path is None:
-            raise ValueError("`policy: mpc` plans through the world model: `world_model` cannot be none")
+            raise ValueError(f"`policy: {policy}` acts through the world model: `world_model` cannot be none")
+        from runtime.planning.actor import ACTOR
         from runtime.world_model.readout import READOUT
 
-        try:
-            checkpoint.verify_file(path, READOUT)
-        except checkpoint.CheckpointError as exc:
-            raise ValueError(
-                f"`world_model`: `policy: mpc` plans toward joint goals through the checkpoint's planning "
-                f"readout: {exc} (fit one with `python -m launch.train --readout-only {path}`)"
-            ) from None
+        needed = {READOUT: ("the planning readout", "--readout-only")}  # joint goals are costed through it
         if policy == "actor":
-            from runtime.planning.actor import ACTOR
-
+            needed[ACTOR] = ("the distilled actor", "--actor-only")
+        for name, (what, flag) in needed.items():
             try:
-                checkpoint.verify_file(path, ACTOR)
+                checkpoint.verify_file(path, name)
             except checkpoint.CheckpointError as exc:
                 raise ValueError(
-                    f"`world_model`: `policy: actor` needs the checkpoint's distilled actor: {exc} "
-                    f"(distill one with `python -m launch.train --actor-only {path}`)"
+                    f"`world_model`: `policy: {policy}` needs the checkpoint's {what}: {exc} "
+                    f"(make it with `python -m launch.train {flag} {path}`)"
                 ) from None
         spec = graph.nodes["brain"]
         if "brain/action" not in spec.publishes or not {"sim/task", "sim/joint"} <= set(spec.subscribes):
             raise ValueError(
-                "`policy: mpc` needs the brain to publish `brain/action` and read sim/task, sim/joint"
+                f"`policy: {policy}` needs the brain to publish `brain/action` and read sim/task, sim/joint"
             )
         if not float(params.get("control_hz", 10.0)) > 0 or not float(params.get("plan_deadline_ms", 25)) > 0:
             raise ValueError("`control_hz` and `plan_deadline_ms` must be > 0")

@@ -115,3 +115,28 @@ def test_brain_ticks_are_coherent_across_three_jittery_publishers(tmp_path):
     assert abs(np.median(dt) - 1 / 30) < 0.002, np.median(dt)
     assert status is not None
     assert np.allclose(status[:, 0], [30, 100, 10], rtol=0.01), status[:, 0]
+
+
+def test_a_brain_asked_to_act_without_the_checkpoint_files_it_needs_is_refused(tmp_path):
+    """`policy: actor` on a checkpoint without its actor, and `policy: mpc` without its readout: refused
+    before start, naming the file and the command that makes it."""
+    import json
+    import shutil
+
+    from nodes.brain import check_params
+    from runtime.world_model import checkpoint
+
+    graph = load_graph("sim_mpc")
+    params = dict(graph.nodes["brain"].params)
+    for missing, policy, flag in (
+        ("actor.pt", "actor", "--actor-only"),
+        ("readout.npz", "mpc", "--readout-only"),
+    ):
+        copy = tmp_path / missing
+        shutil.copytree(checkpoint.DEFAULT_CHECKPOINT, copy)
+        manifest = checkpoint.read_manifest(copy)
+        del manifest["files"][missing]
+        (copy / checkpoint.MANIFEST).write_text(json.dumps(manifest))
+        check_params({**params, "policy": policy, "world_model": str(checkpoint.DEFAULT_CHECKPOINT)}, graph)
+        with pytest.raises(ValueError, match=f"lists no {missing}.*{flag}"):
+            check_params({**params, "policy": policy, "world_model": str(copy)}, graph)
