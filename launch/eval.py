@@ -320,7 +320,7 @@ def run_control(cfg: ControlEval, console: Console) -> Report:
                 wins += bool(episode["success"])
                 bar.update(task, advance=1, description=f"{policy}: {wins}/{i + 1}")
             report.results[f"success_{policy}"] = wins / cfg.episodes
-            if controller is not None and controller.plan_ms:
+            if controller is not None:
                 report.details[f"plan_ms_p50_{policy}"] = float(np.median(controller.plan_ms))
                 plan_ms += controller.plan_ms if policy == "mpc_hssm" else []
     if plan_ms:

@@ -220,7 +220,7 @@ def test_eval_control_reports_each_policy_and_the_plan_time(trained, tmp_path):
         assert 0 <= report["results"][f"success_{policy}"] <= 1
     assert 0 < report["results"]["plan_p99_ms"] < 1e4
     assert report["targets"]["plan_p99_ms"] == {"op": "<=", "value": 25.0}
-    assert "plan_ms_p50_actor" not in report["details"]  # the actor does not plan
+    assert 0 < report["details"]["plan_ms_p50_actor"] < 5  # one forward pass of a small MLP
 
 
 @pytest.mark.timeout(300)
