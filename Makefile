@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SIM_ARGS ?=
+# `make sim`: the world-model planner drives the arm (SIM_ARGS="--policy actor" for the distilled actor)
+SIM_ARGS ?= --policy mpc --task reach
 BENCH_DIR ?= results
 
 .PHONY: setup system-deps sim test bench lint format clean
