@@ -71,8 +71,8 @@ class SimConfig:
     """Directory for each node's log file (default: a temporary run directory)."""
     policy: Literal["expert", "mpc", "random", "actor"] = "expert"
     """Who acts on the manipulation arm: the scripted IK `expert`; `mpc`, the brain planning in the world
-    model's latent space (graph sim_mpc.yaml); `random`, a random walk of joint targets. The distilled
-    `actor` is not built yet and is refused."""
+    model's latent space (graph sim_mpc.yaml); `actor`, the policy distilled from that planner (the same
+    graph, one forward pass instead of a search); `random`, a random walk of joint targets."""
     camera: str | None = None
     """Attach a live camera: a device index (`0`), a video file or a stream URL. It joins the graph as its
     own node (`camera/image`, 30 Hz), is synchronized into the brain's ticks, encoded, shown and recorded."""
