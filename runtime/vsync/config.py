@@ -54,6 +54,9 @@ class StreamConfig:
     max_coast_cycles: int = (
         50  # a gap longer than this re-locks: the phase is no longer trusted to 0.1 period
     )
+    wait: bool = True  # ticks wait (up to max_wait_s past their window) for this stream to cover the window;
+    # false: they go out without it, and its samples stamped in a window already out join the next tick
+    # (a planning brain that acts on each frame, not on the audio chunk that ends 10 ms after it)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -66,6 +69,8 @@ class StreamConfig:
             raise ValueError(
                 f"`{where}.assemble` must be one of {[a.value for a in Assemble]}, got {self.assemble!r}"
             ) from None
+        if not isinstance(self.wait, bool):
+            raise ValueError(f"`{where}.wait` must be true or false, got {self.wait!r}")
         _in_range(f"{where}.max_rate_error", self.max_rate_error, 0.001, 0.5)
         _in_range(f"{where}.fit_seconds", self.fit_seconds, 1.0, 3600.0)
         if not _is_int(self.max_coast_cycles) or not 2 <= self.max_coast_cycles <= 10_000:
@@ -121,6 +126,11 @@ class VSyncConfig:
             raise ValueError(f"`master` must be one of the streams {names}, got {self.master!r}")
         if self.event_stream is not None and self.event_stream not in names:
             raise ValueError(f"`event_stream` must be one of the streams {names}, got {self.event_stream!r}")
+        master = next(st for st in streams if st.name == self.master_stream)
+        if not master.wait and self.tick_hz is None:
+            raise ValueError(
+                f"`streams[{master.name}].wait`: the master stream clocks the ticks, it cannot be false"
+            )
         if self.tick_hz is not None:
             _finite_positive("tick_hz", self.tick_hz)
             if self.event_stream is not None:

@@ -290,7 +290,10 @@ LAST_SEQ, NEWEST_STAMP, LAST_ARRIVAL, LAG, COVERED, PENDING = _C, _C + 1, _C + 2
 STALE, WAITING, HEARD, STALE_AFTER, MODE = _C + 6, _C + 7, _C + 8, _C + 9, _C + 10
 RECEIVED, DELIVERED, STALE_EVENTS, RESUMED, RESETS = _C + 11, _C + 12, _C + 13, _C + 14, _C + 15
 HELD_EST, HELD_SEQ = _C + 16, _C + 17  # HOLD: the sample handed on last (seq -1: none)
-DROPPED = _C + 18  # one column per reason in DROP_REASONS, in that order
+# 1: ticks wait for this stream to cover their window, and a sample stamped in a window already emitted is
+# dropped (late); 0: ticks do not wait for it, and such a sample goes to the next window instead
+WAIT = _C + 18
+DROPPED = _C + 19  # one column per reason in DROP_REASONS, in that order
 DROP_REASONS = ("future", "too_old", "duplicate", "late", "superseded", "overflow", "shape")
 FUTURE, TOO_OLD, DUPLICATE, LATE, SUPERSEDED, OVERFLOW, SHAPE = range(len(DROP_REASONS))
 SEEN = DROPPED + len(DROP_REASONS)  # first column of the ring: seq % ring -> seq
@@ -333,6 +336,7 @@ def new_state(streams: int, dedup_window: int) -> np.ndarray:
     state[:, COVERED] = -np.inf
     state[:, SEEN:] = -1.0
     state[:, HELD_SEQ] = -1.0
+    state[:, WAIT] = 1.0
     return state
 
 
@@ -395,7 +399,7 @@ def ingest(state, blocks, pending, g, k, seq, stamp, arrival):
     _, _, est, covered = update(state, blocks[0], blocks[1], k, stamp)
     if covered > state[k, COVERED]:
         state[k, COVERED] = covered
-    if stamp <= g[EMITTED_END]:
+    if stamp <= g[EMITTED_END] and state[k, WAIT] != 0.0:  # a stream not waited for: the next window
         return _drop(state, k, LATE, g, flags, arrival)
     i = int(state[k, PENDING])
     if i == pending.shape[2]:
@@ -409,13 +413,14 @@ def ingest(state, blocks, pending, g, k, seq, stamp, arrival):
 
 @njit("int64(float64[:, :], float64[:], float64)", cache=True, nogil=True)
 def open_window(state, g, end):
-    """Make (.., end] the open window: flag the live streams that have not covered it; its deadline is
-    g[MAX_WAIT] past the end plus the slowest of those streams' stamp-to-arrival lag. Returns the count."""
+    """Make (.., end] the open window: flag the live streams waited for that have not covered it; its
+    deadline is g[MAX_WAIT] past the end plus the slowest of those streams' stamp-to-arrival lag. Returns
+    the count."""
     waiting = 0
     lag = 0.0
     for k in range(state.shape[0]):
         live = state[k, HEARD] != 0.0 and state[k, STALE] == 0.0
-        if live and state[k, COVERED] < end:
+        if live and state[k, WAIT] != 0.0 and state[k, COVERED] < end:
             state[k, WAITING] = 1.0
             waiting += 1
             lag = max(lag, min(state[k, LAG], _MAX_LAG))

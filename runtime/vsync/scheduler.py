@@ -155,6 +155,7 @@ class VSync:
             kernels.configure(self._state, st.k, c.period_ns, c.max_rate_error, c.fit_cycles, coast)
             self._state[st.k, kernels.STALE_AFTER] = config.stale_after_periods * c.period_ns
             self._state[st.k, kernels.MODE] = _MODES[c.assemble]
+            self._state[st.k, kernels.WAIT] = float(c.wait)
         self._master = self._streams[self._k[config.master_stream]]
         self._g[kernels.MASTER] = self._master.k
         self._g[kernels.MAX_WAIT] = config.max_wait_s * 1e9

@@ -584,3 +584,41 @@ def test_push_after_a_silence_pauses_like_a_poll():
         ticks += v.poll(stamp + 100 * MS)
         results.append([(t.index, list(t.streams["cam"].seqs)) for t in ticks if t.streams["cam"].fresh])
     assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("wait", [True, False])
+def test_a_stream_not_waited_for_never_holds_a_tick_and_loses_nothing(wait):
+    """Camera frames as events, audio chunks arriving a chunk after their stamp (stamped at their first
+    sample). Waited for, each tick goes out when the chunk covering its frame has arrived, about 10 ms after
+    the frame; with `wait: false` it goes out as soon as its frame is in, and a chunk stamped in a window
+    already out is delivered in the next tick (not dropped as late). Either way every chunk is delivered
+    once, in order, with its own capture time."""
+    cfg = VSyncConfig(
+        streams=(StreamConfig("cam", 30.0), StreamConfig("mic", 100.0, Assemble.CONCAT, wait=wait)),
+        event_stream="cam",
+    )
+    d = Driver(cfg)
+    events = [(T0 + int(i * 1e9 / 30), "cam", i, TRANSPORT) for i in range(60)]
+    events += [(T0 + 1 * MS + i * 10 * MS, "mic", i, 10 * MS + TRANSPORT) for i in range(200)]
+    for stamp, name, seq, lag in sorted(events, key=lambda e: e[0] + e[3]):
+        d.push(name, seq, stamp, CHUNK if name == "mic" else None, arrival=stamp + lag)
+    d.advance(T0 + 3 * 10**9)
+    d.flush()
+    frames = {i: T0 + int(i * 1e9 / 30) for i in range(60)}
+    delays = [(t.emitted_ns - frames[int(t.streams["cam"].seqs[0])]) / MS for t in d.ticks[1:59]]
+    if wait:
+        assert np.median(delays) > 4  # waits for the chunk that covers the frame
+    else:
+        assert max(delays) < 1  # out with its frame
+    assert d.fresh_seqs("mic") == list(range(200))
+    assert d.status()["mic"].dropped["late"] == 0
+    stamps = {i: T0 + 1 * MS + i * 10 * MS for i in range(200)}
+    for t in d.ticks:
+        for c, q in zip(t.streams["mic"].capture_ns, t.streams["mic"].seqs, strict=True):
+            assert abs(int(c) - stamps[int(q)]) < 2 * MS  # its own (estimated) capture time
+
+
+def test_the_master_stream_must_be_waited_for():
+    """`wait: false` on the stream that clocks the ticks is refused, naming the field."""
+    with pytest.raises(ValueError, match=r"streams\[cam\]\.wait"):
+        VSyncConfig(streams=(StreamConfig("cam", 30.0, wait=False), StreamConfig("mic", 100.0)))
