@@ -42,6 +42,7 @@ bench: setup
 	$(PY) -m launch.bench transport --json $(BENCH_DIR)/bench-transport.json
 	$(PY) -m launch.bench vsync --json $(BENCH_DIR)/bench-vsync.json
 	$(PY) -m launch.bench model --json $(BENCH_DIR)/bench-model.json
+	$(PY) -m launch.bench pipeline --seconds 60 --json $(BENCH_DIR)/bench-pipeline.json
 
 lint: setup
 	$(PY) -m ruff check .
