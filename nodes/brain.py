@@ -119,11 +119,8 @@ def lock_record(params: dict):
         raise ValueError(f"`lock`: {exc}") from None
 
 
-POLICIES = (
-    "none",
-    "mpc",
-    "actor",
-)  # actor: the policy distilled from the planner (runtime/planning/actor.py)
+# actor: the policy distilled from the planner (runtime/planning/actor.py)
+POLICIES = ("none", "mpc", "actor")
 
 
 def planner_config(params: dict):
@@ -218,7 +215,6 @@ class BrainNode(Node):
             self.control_period_ns = int(1e9 / float(self.params.get("control_hz", 10.0)))
             self.next_control_ns = 0
         self.search_ahead, self.learner_steps = SpareTimeWork(), SpareTimeWork()
-        self.last_tick_ns = 0
         self.e2e_ms: deque = deque(maxlen=31)  # the last actions' capture-to-publish times, for the lead
         self.streams = {s.name for s in self.vsync.config.streams}
         extras = self.vsync.config.streams[4:] if self.world_model is not None else ()
@@ -274,9 +270,8 @@ class BrainNode(Node):
                     self.publish("brain/extra", tokens, tick.capture_ns)
             self.publish("brain/model", self.world_model.adapt(), tick.capture_ns)
             if self.planner is not None and i == len(ticks) - 1:  # never behind a backlog
-                self.last_tick_ns = tick.capture_ns
                 if not due:
-                    self.search_ahead.run(self.refine, tick)
+                    self.search_ahead.run(lambda tick=tick: self.refine(tick), tick)
                 self.learner_steps.run(self.learn, tick)
         if time.monotonic() >= self.next_status:
             self.next_status = time.monotonic() + STATUS_PERIOD_S
@@ -284,9 +279,9 @@ class BrainNode(Node):
             if self.world_model is not None and self.world_model.tripped:  # latched: a restarted actuator
                 self.publish("brain/stop", np.ones(1, np.float32), now_ns())  # hears it again
 
-    def refine(self) -> None:
+    def refine(self, tick) -> None:
         """One search iteration on the next plan, from the belief carried to when that plan is due."""
-        ahead_s = (self.next_control_ns - self.last_tick_ns) / 1e9 + self.lead_s()
+        ahead_s = (self.next_control_ns - tick.capture_ns) / 1e9 + self.lead_s()
         self.planner.refine(self.world_model.z, ahead_s)
 
     def learn(self) -> None:

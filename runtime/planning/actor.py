@@ -12,7 +12,6 @@ way back. Saved in the checkpoint as `actor.pt` (weights only), its SHA-256 in t
 `python -m launch.train --actor-only DIR` distills one for an existing checkpoint.
 """
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,21 +70,9 @@ class ActorController(MPCController):
         self.actor = actor
 
     @torch.no_grad()
-    def act(self, state: dict, lead_s: float = 0.0, iterations=None, candidates=None) -> np.ndarray:
-        measured = np.asarray(state["joint"][:JOINTS], float)
-        if self.z is None:  # no tick yet: hold where the arm is
-            return self.safety.send_action(self.base.action_for_targets(self.base.arm_target, -1.0), measured)
-        self._integrate(measured)
-        t0 = time.perf_counter()
-        z = self.advance(self.z, lead_s)
-        step = self.actor(z, self.cost.goal[None], torch.as_tensor(measured, dtype=torch.float32)[None])
-        action = self._absolute(step[:, None])[0, 0]
-        t1 = time.perf_counter()
-        self.plan_ms.append((t1 - t0) * 1e3)  # the actor's pass stands where the plan would
-        self.prev = self.safety.send_action(action.numpy(), measured)
-        self.safety_ms = (time.perf_counter() - t1) * 1e3
-        self.target = torch.as_tensor(self.prev[:-1], dtype=torch.float32)
-        return self.prev
+    def _first_step(self, z: torch.Tensor, measured: np.ndarray, iterations, candidates) -> torch.Tensor:
+        """The actor's step (A,) in place of a plan's first (its pass is timed where the plan would be)."""
+        return self.actor(z, self.cost.goal[None], torch.as_tensor(measured, dtype=torch.float32)[None])[0]
 
 
 class _Teacher(MPCController):

@@ -166,6 +166,10 @@ class MPCController:
         self.integral = (self.integral + INTEGRAL_GAIN * error).clamp(-INTEGRAL_LIMIT_RAD, INTEGRAL_LIMIT_RAD)
         self.cost.goal = self.goal_joints + self.integral
 
+    def _first_step(self, z: torch.Tensor, measured: np.ndarray, iterations, candidates) -> torch.Tensor:
+        """The step (A,) to take now from the belief z (1, d): the first of the plan found by the deadline."""
+        return self.planner.plan(z[0], self.cost, self.deadline_s, iterations, candidates).actions[0]
+
     @torch.no_grad()
     def advance(self, z: torch.Tensor, seconds: float) -> torch.Tensor:
         """z (1, d) carried `seconds` ahead under the command in force, in ticks of at most the control's:
@@ -197,11 +201,10 @@ class MPCController:
         if self.goal == "joint":
             self._integrate(measured)
         t0 = time.perf_counter()
-        z = self.advance(self.z, lead_s)
-        plan = self.planner.plan(z[0], self.cost, self.deadline_s, iterations, candidates)
+        step = self._first_step(self.advance(self.z, lead_s), measured, iterations, candidates)
         t1 = time.perf_counter()
         self.plan_ms.append((t1 - t0) * 1e3)
-        action = self._absolute(plan.actions[None, :1])[0, 0]
+        action = self._absolute(step[None, None])[0, 0]
         self.prev = self.safety.send_action(action.numpy(), measured)
         self.safety_ms = (time.perf_counter() - t1) * 1e3
         self.target = torch.as_tensor(self.prev[:-1], dtype=torch.float32)
