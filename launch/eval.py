@@ -249,6 +249,9 @@ class ControlEval(OnOneModel):
     candidates: int = 256
     horizon: int = 10
     iterations: int = 3
+    prior: str = "actor"
+    """`mpc_hssm` searches around the distilled actor's step (`actor`, if the checkpoint has one) or not
+    (`none`)."""
     seed: int = 300_000
 
 
@@ -263,9 +266,10 @@ def run_control(cfg: ControlEval, console: Console) -> Report:
     from runtime.world_model.data import CollectConfig, collect_episode
 
     unknown = sorted(set(cfg.policies) - set(CONTROL_POLICIES))
-    if unknown or cfg.task not in ("reach", "push"):
+    if unknown or cfg.task not in ("reach", "push") or cfg.prior not in ("actor", "none"):
         raise SystemExit(
-            f"launch.eval control: task must be reach or push, policies among {', '.join(CONTROL_POLICIES)}"
+            "launch.eval control: task must be reach or push, prior actor or none, policies among "
+            + ", ".join(CONTROL_POLICIES)
         )
     torch.set_num_threads(2)
     seconds = cfg.episode_seconds or (5.0 if cfg.task == "reach" else 10.0)
@@ -310,7 +314,17 @@ def run_control(cfg: ControlEval, console: Console) -> Report:
                     console.print(f"{policy}: skipped ({exc})")
                     bar.advance(task, cfg.episodes)
                     continue
-                controller = MPCController(model, planner, readout=joints)
+                prior = None  # the actor distilled from the hssm planner proposes its first steps
+                if policy == "mpc_hssm" and cfg.prior == "actor":
+                    from runtime.planning import actor
+
+                    try:
+                        prior = actor.load(source)
+                    except checkpoint.CheckpointError as exc:
+                        console.print(f"{policy}: searching without a policy prior ({exc})")
+                if policy == "mpc_hssm":
+                    report.details["prior_mpc_hssm"] = "actor" if prior is not None else None
+                controller = MPCController(model, planner, readout=joints, prior=prior)
             collect = CollectConfig(  # the expert as it is, without the exploration noise of training data
                 task=cfg.task, episode_seconds=seconds, random_fraction=random_fraction, noise_rad=0.0
             )

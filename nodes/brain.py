@@ -18,8 +18,9 @@ to start from other weights, applies no weight changes, and on a mismatch at run
 (the first tick a control period, `control_hz`, default 10, after the last) the path is: belief, one final
 planning pass within `plan_deadline_ms`, the safety filter, `brain/action` (stamped with the capture time of
 the tick's camera frame); then the tick's adaptation. On the ticks between, after their adaptation, one
-search iteration runs ahead on the next plan. Each action's path from its frame is timed by stage and
-published on `brain/latency` (runtime/latency.py, ACTION_COLUMNS) when the graph declares it.
+search iteration runs ahead on the next plan. The checkpoint's distilled actor, when it has one, proposes the
+first step the final pass searches around (a policy prior). Each action's path from its frame is timed by
+stage and published on `brain/latency` (runtime/latency.py, ACTION_COLUMNS) when the graph declares it.
 `policy: actor` runs the same loop with the policy distilled from the planner choosing each step (one
 forward pass; nothing searched ahead). With `policy: none` (the default) the brain only watches: another
 node acts.
@@ -203,6 +204,12 @@ class BrainNode(Node):
             from runtime.world_model import readout
 
             wm = self.world_model
+            try:  # the actor acts (`policy: actor`) or is the planner's prior (`policy: mpc`)
+                distilled = actor.load(path)
+            except checkpoint.CheckpointError as exc:
+                distilled = None  # check_params required it for `policy: actor`
+                log.warning("brain: the planner searches without a policy prior (%s)", exc)
+            acting = self.params["policy"] == "actor"
             self.planner = LivePlanner(
                 wm.model,
                 str(self.params.get("task", "push")),
@@ -210,7 +217,8 @@ class BrainNode(Node):
                 float(self.params.get("plan_deadline_ms", 25)) / 1e3,
                 wm.adapter,
                 readout.load(path),
-                actor.load(path) if self.params["policy"] == "actor" else None,
+                distilled if acting else None,
+                prior=None if acting else distilled,
             )
             self.control_period_ns = int(1e9 / float(self.params.get("control_hz", 10.0)))
             self.next_control_ns = 0

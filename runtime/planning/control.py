@@ -56,7 +56,11 @@ class MPCController:
         deadline_s=0.025,
         goal: str = "joint",
         readout=None,
+        prior=None,
     ):
+        """`prior`: a policy (the distilled actor, runtime/planning/actor.py) whose step the search starts
+        from and keeps as a candidate (in-process reaching, 20 episodes with the 25 ms deadline: 16 reached
+        without, 20 with)."""
         if goal not in GOALS:
             raise ValueError(f"`goal` must be one of {GOALS}, got {goal!r}")
         self.model, self.adapter, self.deadline_s, self.goal = model, adapter, deadline_s, goal
@@ -66,8 +70,10 @@ class MPCController:
             from runtime.world_model import readout as readouts
 
             self.readout = readouts.load()  # the shipped checkpoint's
+        self.prior = prior
         self.plan_ms: list[float] = []
         self.safety_ms = 0.0  # the last action's time in the safety filter
+        self._started = 0.0  # when the running `act` began: its deadline counts from there
 
     # ---- goal ---------------------------------------------------------------------------------------------
     def _goal_pose(self, base) -> np.ndarray:
@@ -166,9 +172,18 @@ class MPCController:
         self.integral = (self.integral + INTEGRAL_GAIN * error).clamp(-INTEGRAL_LIMIT_RAD, INTEGRAL_LIMIT_RAD)
         self.cost.goal = self.goal_joints + self.integral
 
+    @torch.no_grad()
     def _first_step(self, z: torch.Tensor, measured: np.ndarray, iterations, candidates) -> torch.Tensor:
-        """The step (A,) to take now from the belief z (1, d): the first of the plan found by the deadline."""
-        return self.planner.plan(z[0], self.cost, self.deadline_s, iterations, candidates).actions[0]
+        """The step (A,) to take now from the belief z (1, d): the first of the plan found by the deadline,
+        which counts from the start of `act` (the belief's carry-ahead and the prior's pass included)."""
+        prior = None
+        if self.prior is not None:
+            measured_t = torch.as_tensor(measured, dtype=torch.float32)[None]
+            prior = self.prior(z, self.cost.goal[None], measured_t)[0]
+        deadline = None
+        if self.deadline_s is not None:
+            deadline = self.deadline_s - (time.perf_counter() - self._started)
+        return self.planner.plan(z[0], self.cost, deadline, iterations, candidates, prior).actions[0]
 
     @torch.no_grad()
     def advance(self, z: torch.Tensor, seconds: float) -> torch.Tensor:
@@ -200,7 +215,7 @@ class MPCController:
             return self.safety.send_action(self.base.action_for_targets(self.base.arm_target, -1.0), measured)
         if self.goal == "joint":
             self._integrate(measured)
-        t0 = time.perf_counter()
+        t0 = self._started = time.perf_counter()
         step = self._first_step(self.advance(self.z, lead_s), measured, iterations, candidates)
         t1 = time.perf_counter()
         self.plan_ms.append((t1 - t0) * 1e3)

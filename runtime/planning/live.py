@@ -36,8 +36,10 @@ class LivePlanner:
         adapter=None,
         readout=None,
         actor=None,
+        prior=None,
     ):
-        """`actor`: the distilled policy (runtime/planning/actor.py) acts instead of the search."""
+        """`actor`: the distilled policy (runtime/planning/actor.py) acts instead of the search; `prior`: it
+        proposes the step the search starts from."""
         self.env = envs.make(
             "manipulation",
             task,
@@ -46,7 +48,7 @@ class LivePlanner:
             action_mode="absolute",
         )
         if actor is None:
-            self.controller = MPCController(model, planner, adapter, deadline_s, readout=readout)
+            self.controller = MPCController(model, planner, adapter, deadline_s, readout=readout, prior=prior)
         else:
             self.controller = ActorController(model, actor, adapter, readout=readout)
         self.searches = actor is None
