@@ -94,36 +94,49 @@ class ScriptedExpert:
         return env.action_for_targets(env.arm_target + dq, gripper)
 
     def _push(self, obs: dict) -> np.ndarray:
+        return self._move_to(self.push_waypoint(obs, self._ee_command), gripper=1.0)
+
+    def push_waypoint(
+        self,
+        obs: dict,
+        here: np.ndarray,
+        align_tol: float = ALIGN_TOL_M,
+        descend_offset: float = DESCEND_OFFSET_M,
+    ) -> np.ndarray:
+        """The end-effector point the push's current phase heads for (approach behind the cube at hover
+        height, descend, push with a carrot `PUSH_LEAD_M` past the contact point, retreat straight up from
+        `here` when the hand is more than `align_tol` off the line); the hand comes down `descend_offset`
+        behind the cube's centre. The world-model planner reaches the same points."""
         ee = np.asarray(obs["ee"], float)
         cube = np.asarray(obs["object"][:2], float)
         goal = np.asarray(obs["goal"][:2], float)
         to_goal = goal - cube
         dist = np.linalg.norm(to_goal)
         if dist < 1e-6:
-            return self._move_to(np.array([*cube, HOVER_Z_M]), gripper=1.0)
+            return np.array([*cube, HOVER_Z_M])
         u = to_goal / dist
         behind = cube - u * PUSHER_OFFSET_M
-        descend_at = cube - u * DESCEND_OFFSET_M
+        descend_at = cube - u * descend_offset
         rel = ee[:2] - cube
         lateral = abs(rel[0] * u[1] - rel[1] * u[0])
         along = float(rel @ u)  # negative: ee is behind the cube
 
-        if self._phase == "push" and (lateral > ALIGN_TOL_M or along > -C.CUBE_HALF_M):
+        if self._phase == "push" and (lateral > align_tol or along > -C.CUBE_HALF_M):
             self._phase = "retreat"
         if self._phase == "retreat":
             if ee[2] > HOVER_Z_M - 0.01:
                 self._phase = "approach"
             else:  # straight up first, so the fingers do not drag the cube
-                return self._move_to(np.array([*self._ee_command[:2], HOVER_Z_M]), gripper=1.0)
+                return np.array([*np.asarray(here, float)[:2], HOVER_Z_M])
         if self._phase == "approach":
             if np.linalg.norm(ee[:2] - descend_at) < 0.008:
                 self._phase = "descend"
             else:
-                return self._move_to(np.array([*descend_at, HOVER_Z_M]), gripper=1.0)
+                return np.array([*descend_at, HOVER_Z_M])
         if self._phase == "descend":
             if ee[2] < PUSH_Z_M + 0.01:
                 self._phase = "push"
             else:
-                return self._move_to(np.array([*descend_at, PUSH_Z_M]), gripper=1.0)
+                return np.array([*descend_at, PUSH_Z_M])
         lead = min(PUSH_LEAD_M, dist)
-        return self._move_to(np.array([*(behind + u * lead), PUSH_Z_M]), gripper=1.0)
+        return np.array([*(behind + u * lead), PUSH_Z_M])

@@ -310,7 +310,7 @@ class BrainNode(Node):
             log.info("brain: episode %d, goal %s", self.planner.episode, np.round(self.task[11:14], 3))
         if self.world_model.z is None:
             return  # no belief yet: the actuator holds the arm where it is
-        action = self.planner.act(self.world_model.z, np.asarray(self.joint, float), self.lead_s())
+        action = self.planner.act(self.world_model.z, np.asarray(self.joint, float), self.lead_s(), self.task)
         frame = self.frame_of(tick)
         capture_ns = frame[1] if frame is not None else tick.capture_ns
         t = now_ns()

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 import envs
-from envs.expert import InverseKinematics
+from envs.expert import InverseKinematics, ScriptedExpert
 from runtime.planning.mpc import JointGoalCost, LatentGoalCost, Planner, PlannerConfig
 from runtime.planning.safety import SafetyFilter, SafetyLimits
 from runtime.world_model.data import tick_fields
@@ -45,6 +45,10 @@ PLANNER = PlannerConfig(candidates=256, horizon=10, iterations=3, elites=32, ini
 GOALS = ("joint", "image")
 INTEGRAL_GAIN = 0.2  # of the joint error, added to the goal each control step
 INTEGRAL_LIMIT_RAD = 0.3
+# How far off the push line the hand may be before it backs off and comes again: the expert's 1.2 cm is
+# tighter than the planner holds the hand (it landed 1.5-2 cm off and retreated for the whole episode).
+PUSH_ALIGN_TOL_M = 0.025
+PUSH_DESCEND_OFFSET_M = 0.09  # and it comes down further behind the cube: its descent drifts 2-3 cm forward
 
 
 class MPCController:
@@ -77,7 +81,7 @@ class MPCController:
 
     # ---- goal ---------------------------------------------------------------------------------------------
     def _goal_pose(self, base) -> np.ndarray:
-        ik = InverseKinematics(base.model)
+        ik = self._ik
         if base.task == "reach":
             target = np.asarray(base.goal, float)
         else:  # push: the hand where the cube should end, at the cube's height
@@ -114,7 +118,7 @@ class MPCController:
     # ---- the loop -----------------------------------------------------------------------------------------
     def reset(self, env) -> None:
         base = env.unwrapped
-        self.base = base
+        self.base, self._ik = base, InverseKinematics(base.model)
         low = torch.as_tensor(env.action_space.low, dtype=torch.float32)
         high = torch.as_tensor(env.action_space.high, dtype=torch.float32)
         self.low, self.high = low, high
@@ -130,6 +134,7 @@ class MPCController:
             self.goal_joints = torch.as_tensor(self._goal_pose(base), dtype=torch.float32)
             self.cost = JointGoalCost(self.goal_joints.clone(), self.readout)
             self.integral = torch.zeros_like(self.goal_joints)
+            self.pusher = ScriptedExpert(env) if base.task == "push" else None  # its waypoints, not its moves
         self.state, self.z, self.prev = self.model.initial_state(1), None, None
         self.target = torch.as_tensor(
             base.action_for_targets(base.arm_target, -1.0)[:-1], dtype=torch.float32
@@ -162,6 +167,17 @@ class MPCController:
             if self.adapter is not None and self.z is not None:
                 self.adapter.observe(self.z, x["action"], self.model.clamp_dt(x["dt_eff"].float()), z)
             self.z = z
+
+    def _follow_push(self, state: dict, measured: np.ndarray) -> None:
+        """A push as a sequence of end-effector goals, the scripted expert's waypoints (behind the cube at
+        hover height, down, then a carrot just past the contact point toward the goal), each the joint goal
+        the plans reach (by inverse kinematics from the measured joints). The integral restarts with each
+        phase: what it learned about one pose is windup at the next."""
+        phase = self.pusher._phase
+        waypoint = self.pusher.push_waypoint(state, state["ee"], PUSH_ALIGN_TOL_M, PUSH_DESCEND_OFFSET_M)
+        if self.pusher._phase != phase:
+            self.integral.zero_()
+        self.goal_joints = torch.as_tensor(self._ik.solve(waypoint, measured), dtype=torch.float32)
 
     def _integrate(self, measured: np.ndarray) -> None:
         """Integral action (offset-free MPC): the goal the plans aim at moves by the accumulated error
@@ -214,6 +230,8 @@ class MPCController:
         if self.z is None:  # no tick yet: hold where the arm is
             return self.safety.send_action(self.base.action_for_targets(self.base.arm_target, -1.0), measured)
         if self.goal == "joint":
+            if self.pusher is not None and "object" in state:
+                self._follow_push(state, measured)
             self._integrate(measured)
         t0 = self._started = time.perf_counter()
         step = self._first_step(self.advance(self.z, lead_s), measured, iterations, candidates)

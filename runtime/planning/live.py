@@ -78,15 +78,19 @@ class LivePlanner:
         self.episode, self.warm = episode, False
         return True
 
-    def act(self, z: torch.Tensor, joint: np.ndarray, lead_s: float = 0.0) -> np.ndarray:
+    def act(self, z: torch.Tensor, joint: np.ndarray, lead_s: float = 0.0, task=None) -> np.ndarray:
         """Plan from the belief z (1, 2D) with the arm at `joint`; the safe action to apply. With search done
-        ahead (`refine`), only the final pass runs here; the belief is carried `lead_s` ahead first."""
+        ahead (`refine`), only the final pass runs here; the belief is carried `lead_s` ahead first. `task`:
+        the latest `sim/task` reading (a push's waypoints follow the cube)."""
+        state = {"joint": joint}
+        if task is not None:
+            state.update({k: np.asarray(task[TASK_FIELDS[k]], np.float32) for k in ("ee", "object", "goal")})
         self.controller.z = z
         self.plans += 1
         # with a plan to start from (this episode's last, refined or not) one short pass; else a full plan
         final = {"iterations": 1, "candidates": self.final_candidates} if self.warm else {}
         self.refined, self.warm = 0, True
-        return self.controller.act({"joint": joint}, lead_s, **final)
+        return self.controller.act(state, lead_s, **final)
 
     def refine(self, z: torch.Tensor, ahead_s: float) -> None:
         """Between control ticks: one search iteration on the next plan, from z carried `ahead_s` to when that

@@ -131,3 +131,63 @@ def test_refining_ahead_lets_a_short_final_pass_match_a_full_plan(method):
     final = ahead.plan(z0, cost, iterations=1, candidates=32)
     assert final.iterations == 1 and final.actions.shape == (5, A)
     assert final.cost <= full + 0.1 * (cold - full), (final.cost, full, cold)
+
+
+def _optimum(goal: torch.Tensor, h: int = 5) -> torch.Tensor:
+    """The least-squares plan (h, A) of the linear system toward `goal` from 0."""
+    m = torch.zeros(h * D, h * A)
+    for k in range(h):
+        for j in range(k + 1):
+            m[k * D : (k + 1) * D, j * A : (j + 1) * A] = B
+    return torch.linalg.lstsq(m, goal.repeat(h)[:, None]).solution[:, 0].reshape(h, A)
+
+
+def test_the_plan_is_the_elites_mean_not_the_luckiest_sample():
+    """With a cost whose noise is as large as its spread, the last iteration's best sample is mostly the
+    luckiest draw; the elites' mean averages the noise out and costs less under the true cost."""
+    goal = torch.tensor([0.06, -0.04, 0.05, 0.0])
+    exact = LatentGoalCost(goal, d_latent=D, action=0.0, rate=0.0)
+    noise = torch.Generator().manual_seed(7)
+
+    def noisy(z, actions):
+        clean = exact(z, actions)
+        costs.append(clean + clean.std() * torch.randn(clean.shape, generator=noise))
+        return costs[-1]
+
+    costs, seen = [], []
+    planner = _planner("cem", iterations=10)
+    rollout = planner.rollout
+    planner.rollout = lambda z0, actions: seen.append(actions.clone()) or rollout(z0, actions)
+    plan = planner.plan(torch.zeros(D), noisy)
+    luckiest = seen[-1][int(torch.argmin(costs[-1]))]  # the last iteration's best sample
+
+    def true_cost(actions):
+        return float(exact(rollout(torch.zeros(1, D), actions[None]), actions[None])[0])
+
+    assert plan.cost == pytest.approx(min(float(c.min()) for c in costs))
+    assert true_cost(plan.actions) < true_cost(luckiest)
+
+
+def test_a_prior_step_starts_the_search_and_stays_a_candidate():
+    """One iteration of 16 candidates: started from a policy's proposal of the optimum's first step, the
+    plan's first step lands nearer the optimum than without it (same random draws), and the proposal is
+    among the candidates rolled out."""
+    goal = torch.tensor([0.3, -0.2, 0.05, 0.2])
+    cost = LatentGoalCost(goal, d_latent=D, action=0.0, rate=0.0)
+    first = _optimum(goal)[0].clamp(-1, 1)
+
+    def one_pass(prior):
+        planner = Planner(
+            PlannerConfig(candidates=16, horizon=5, iterations=1, elites=4, seed=5),
+            linear_rollout,
+            torch.full((A,), -1.0),
+            torch.full((A,), 1.0),
+        )
+        seen = []
+        planner.rollout = lambda z0, actions: seen.append(actions.clone()) or linear_rollout(z0, actions)
+        return planner.plan(torch.zeros(D), cost, prior=prior), seen[0]
+
+    without, _ = one_pass(None)
+    with_prior, candidates = one_pass(first)
+    assert (with_prior.actions[0] - first).norm() < (without.actions[0] - first).norm()
+    assert torch.isclose(candidates[:, 0], first).all(-1).any()
