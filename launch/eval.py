@@ -249,6 +249,8 @@ class ControlEval(OnOneModel):
     candidates: int = 256
     horizon: int = 10
     iterations: int = 3
+    search_ahead: bool = True
+    """The planners search on the next plan on the ticks between control steps, as the live brain does."""
     prior: str = "actor"
     """`mpc_hssm` searches around the distilled actor's step (`actor`, if the checkpoint has one) or not
     (`none`)."""
@@ -324,7 +326,9 @@ def run_control(cfg: ControlEval, console: Console) -> Report:
                         console.print(f"{policy}: searching without a policy prior ({exc})")
                 if policy == "mpc_hssm":
                     report.details["prior_mpc_hssm"] = "actor" if prior is not None else None
-                controller = MPCController(model, planner, readout=joints, prior=prior)
+                controller = MPCController(
+                    model, planner, readout=joints, prior=prior, search_ahead=cfg.search_ahead
+                )
             collect = CollectConfig(  # the expert as it is, without the exploration noise of training data
                 task=cfg.task, episode_seconds=seconds, random_fraction=random_fraction, noise_rad=0.0
             )

@@ -61,10 +61,12 @@ class MPCController:
         goal: str = "joint",
         readout=None,
         prior=None,
+        search_ahead: bool = False,
     ):
         """`prior`: a policy (the distilled actor, runtime/planning/actor.py) whose step the search starts
         from and keeps as a candidate (in-process reaching, 20 episodes with the 25 ms deadline: 16 reached
-        without, 20 with)."""
+        without, 20 with). `search_ahead`: on the ticks between control steps, one search iteration on the
+        next plan, from the belief carried to when it is due, as the live brain does in its spare time."""
         if goal not in GOALS:
             raise ValueError(f"`goal` must be one of {GOALS}, got {goal!r}")
         self.model, self.adapter, self.deadline_s, self.goal = model, adapter, deadline_s, goal
@@ -74,7 +76,8 @@ class MPCController:
             from runtime.world_model import readout as readouts
 
             self.readout = readouts.load()  # the shipped checkpoint's
-        self.prior = prior
+        self.prior, self.search_ahead = prior, search_ahead
+        self.since_act = 0  # ticks observed since the last action
         self.plan_ms: list[float] = []
         self.safety_ms = 0.0  # the last action's time in the safety filter
         self._started = 0.0  # when the running `act` began: its deadline counts from there
@@ -135,7 +138,7 @@ class MPCController:
             self.cost = JointGoalCost(self.goal_joints.clone(), self.readout)
             self.integral = torch.zeros_like(self.goal_joints)
             self.pusher = ScriptedExpert(env) if base.task == "push" else None  # its waypoints, not its moves
-        self.state, self.z, self.prev = self.model.initial_state(1), None, None
+        self.state, self.z, self.prev, self.since_act = self.model.initial_state(1), None, None, 0
         self.target = torch.as_tensor(
             base.action_for_targets(base.arm_target, -1.0)[:-1], dtype=torch.float32
         )
@@ -167,6 +170,10 @@ class MPCController:
             if self.adapter is not None and self.z is not None:
                 self.adapter.observe(self.z, x["action"], self.model.clamp_dt(x["dt_eff"].float()), z)
             self.z = z
+            self.since_act += 1
+            if self.search_ahead and self.planner.mean is not None and self.since_act < self.ticks_per_step:
+                # the next plan is due when the control step's last tick is in (ticks of the control's dt)
+                self.refine(self.advance(z, (self.ticks_per_step - self.since_act) * self.dt))
 
     def _follow_push(self, state: dict, measured: np.ndarray) -> None:
         """A push as a sequence of end-effector goals, the scripted expert's waypoints (behind the cube at
@@ -233,6 +240,7 @@ class MPCController:
             if self.pusher is not None and "object" in state:
                 self._follow_push(state, measured)
             self._integrate(measured)
+        self.since_act = 0
         t0 = self._started = time.perf_counter()
         step = self._first_step(self.advance(self.z, lead_s), measured, iterations, candidates)
         t1 = time.perf_counter()

@@ -177,8 +177,18 @@ class LeapfrogPredictor(nn.Module):
             r = residual @ self.basis.T
             residual = (r[..., : self.d_latent], r[..., self.d_latent :])
         qs, ps = self.transition.rollout(*self.canonical(z0), actions, self.ticks(dt), self.mix(z0), residual)
-        back = torch.linalg.inv(self.basis).T  # z = (q~, p~) back^T + centre, without concatenating q~ and p~
+        back = self._back()  # z = (q~, p~) back^T + centre, without concatenating q~ and p~
         return qs @ back[: self.d_latent] + ps @ back[self.d_latent :] + self.center
+
+    def _back(self) -> torch.Tensor:
+        """inv(basis)^T; kept between calls when no gradient flows to the basis (planning: its inverse cost
+        0.3 ms a rollout), recomputed when the weights change (a learner's swap, a load)."""
+        if torch.is_grad_enabled() and self.basis.requires_grad:
+            return torch.linalg.inv(self.basis).T
+        key = (self.basis.data_ptr(), self.basis._version)
+        if getattr(self, "_back_key", None) != key:
+            self._back_cached, self._back_key = torch.linalg.inv(self.basis.detach()).T, key
+        return self._back_cached
 
 
 class WorldModel(nn.Module):

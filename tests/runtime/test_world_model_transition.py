@@ -113,3 +113,23 @@ def test_the_predictor_maps_into_its_canonical_coordinates_and_back():
         for k in range(7):
             stepped = predictor.step(stepped, actions[:, k], dt[:, k], mix)
             assert torch.allclose(rolled[:, k], stepped, atol=1e-10)
+
+
+def test_a_rollout_follows_the_basis_when_the_weights_change():
+    """Planning keeps inv(basis) between rollouts; a change of the weights in place (a learner's swap, a load)
+    is seen at the next rollout: it matches a predictor built with the new weights."""
+    from runtime.world_model.model import LeapfrogPredictor, WorldModelConfig
+
+    torch.manual_seed(1)
+    predictor = LeapfrogPredictor(WorldModelConfig(d_latent=6, experts=4), "leapfrog").double()
+    z = torch.randn(3, 12, dtype=torch.float64)
+    actions, dt = torch.randn(3, 4, 5, dtype=torch.float64), torch.full((3, 4), 1 / 30, dtype=torch.float64)
+    with torch.no_grad():
+        before = predictor.rollout(z, actions, dt)
+        predictor.basis.add_(0.2 * torch.randn(12, 12, dtype=torch.float64))  # as load_state_dict copies
+        after = predictor.rollout(z, actions, dt)
+    fresh = LeapfrogPredictor(WorldModelConfig(d_latent=6, experts=4), "leapfrog").double()
+    fresh.load_state_dict(predictor.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(after, fresh.rollout(z, actions, dt), atol=1e-10)
+    assert not torch.allclose(before, after)

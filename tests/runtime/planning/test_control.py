@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.planning.control import INTEGRAL_LIMIT_RAD, STEP_RAD, MPCController
+from envs import manipulation_constants as C
+from envs.expert import HOVER_Z_M
+from runtime.planning.control import INTEGRAL_LIMIT_RAD, PUSH_DESCEND_OFFSET_M, STEP_RAD, MPCController
 from runtime.planning.mpc import PlannerConfig
 from runtime.world_model import checkpoint
 from runtime.world_model.data import CollectConfig, collect_episode
@@ -49,3 +51,46 @@ def test_integral_action_moves_the_goal_against_a_steady_offset_and_is_bounded()
     assert torch.equal(controller.cost.goal[1:], controller.goal_joints[1:])
     with pytest.raises(ValueError, match="goal"):
         MPCController(model, goal="end-effector-ish")
+
+
+def test_search_ahead_refines_the_next_plan_between_control_steps():
+    """With `search_ahead`, the ticks between control steps each run one search iteration on the next plan
+    (two of three ticks at 10 Hz control, 30 Hz ticks), and the episode stays within the limits."""
+    model, _ = checkpoint.load(checkpoint.DEFAULT_CHECKPOINT)
+    planner = PlannerConfig(candidates=32, horizon=4, iterations=1, elites=4, smoothness=0.5)
+    controller = MPCController(model, planner, search_ahead=True)
+    refined = []
+    controller.refine = lambda z, iterations=1: refined.append(z.shape) or 0.0
+    episode = collect_episode(CollectConfig(task="reach", episode_seconds=1.5), seed=7, controller=controller)
+    plans = len(controller.plan_ms)
+    assert plans >= 10 and 1.5 * plans <= len(refined) <= 2 * plans, (plans, len(refined))
+    assert np.all(np.isfinite(episode["action"])) and controller.safety.stopped is None
+
+
+def test_a_push_follows_the_experts_waypoints():
+    """On push, the joint goal the plans reach is the inverse kinematics of the expert's current waypoint: at
+    the first planned action, the hand over the approach point behind the cube, at hover height."""
+    import mujoco  # after envs, which picks the headless GL backend
+
+    model, _ = checkpoint.load(checkpoint.DEFAULT_CHECKPOINT)
+    planner = PlannerConfig(candidates=32, horizon=4, iterations=1, elites=4, smoothness=0.5)
+    controller = MPCController(model, planner)
+    goals, act = [], controller.act
+
+    def recording(state, *args, **kw):
+        action = act(state, *args, **kw)
+        goals.append((controller.goal_joints.clone(), state["object"][:2].copy(), state["goal"][:2].copy()))
+        return action
+
+    controller.act = recording
+    collect_episode(CollectConfig(task="push", episode_seconds=1.0), seed=3, controller=controller)
+    assert controller.pusher is not None and len(goals) >= 8
+    base = controller.base
+    joints, cube, goal = goals[1]  # the first action holds the arm: no tick, no belief yet
+    data = mujoco.MjData(base.model)
+    data.qpos[base._arm_qpos] = joints.numpy()
+    mujoco.mj_kinematics(base.model, data)
+    hand = data.site_xpos[base.model.site(C.EE_SITE).id]
+    u = (goal - cube) / np.linalg.norm(goal - cube)
+    assert hand[2] == pytest.approx(HOVER_Z_M, abs=0.01)
+    assert hand[:2] == pytest.approx(cube - u * PUSH_DESCEND_OFFSET_M, abs=0.01)
