@@ -40,6 +40,7 @@ from runtime.signals import StopFlag
 from runtime.supervisor import Supervisor
 from runtime.transport import Policy, Subscriber
 from runtime.video import VideoWriter
+from runtime.viz import PREDICTED_RGB
 from runtime.vsync.wire import STATUS_COLUMNS, read_tick_summary
 from runtime.world_model.live import MODEL_COLUMNS
 
@@ -86,6 +87,11 @@ class SimConfig:
     record: Path | None = None
     """Record every topic of the run to this MCAP file (`launch.record` as its own process; replay it with
     `python -m launch.replay`). Refused if the file exists."""
+    viz: Literal["rerun"] | None = None
+    """`rerun`: log the camera, the predicted and actual end-effector paths, energy, prediction error and
+    frame-to-action latency to a Rerun recording (`--viz-file`; open it with `rerun FILE.rrd`)."""
+    viz_file: Path | None = None
+    """Where `--viz rerun` writes (default: viz.rrd in the run's log directory)."""
     status_file: Path | None = None
     """Write the dashboard's figures here as JSON, once a second and at exit (`streams` with per-stream
     `rate_hz`, `stale`, `latency_p50_ms`; `ticks`; `e2e_p50_ms`, `e2e_p99_ms`; `episodes`, `successes`;
@@ -118,12 +124,15 @@ class StreamMonitor:
         self.last_capture: dict[str, int] = {}
         self.episodes = self.successes = 0
         self.audio_peak = 0.0
-        self.frames: list[np.ndarray] = []
+        self.frames: list[tuple[int, np.ndarray]] = []  # (capture_ns, RGB) not yet written or logged
+        self.plan: np.ndarray | None = None  # the arm joints the brain's last plan predicts (brain/plan)
+        self.hand: deque = deque(maxlen=30)  # the end effector's last positions (sim/task), 0.3 s at 100 Hz
         brain = graph.nodes.get("brain")
         self.vsync_streams = list((brain.params.get("vsync") or {}).get("streams") or {}) if brain else []
         self.vsync_status: np.ndarray | None = None
         self.ticks: deque = deque(maxlen=300)  # recent brain/tick summaries: (head, per-stream)
         self.model_rows: deque = deque(maxlen=300)  # recent brain/model rows (runtime/world_model/live.py)
+        self.model_count = 0  # all of them
         # The whole run, for the exit summary: per tick, V-sync's emit latency (capture to tick) and the world
         # model's step time, both as the brain measured them (the dashboard's own delays are not in them).
         self.emit_ms: list[float] = []
@@ -142,10 +151,15 @@ class StreamMonitor:
             elif msg.kind == "audio":
                 self.audio_peak = max(self.audio_peak * 0.9, float(np.abs(msg.data).max()))
             elif msg.topic == "sim/camera":
-                self.frames.append(np.array(msg.data))
+                self.frames.append((msg.capture_ns, np.array(msg.data)))
+            elif msg.topic == "brain/plan":
+                self.plan = np.array(msg.data)
+            elif msg.topic == "sim/task" and msg.data.size >= 4:
+                self.hand.append(np.array(msg.data[1:4], float))
             elif msg.topic == "brain/vsync":
                 self.vsync_status = msg.data
             elif msg.topic == "brain/model":
+                self.model_count += 1
                 self.model_rows.append(np.asarray(msg.data, np.float64))
                 self.step_ms.append(float(msg.data[MODEL_COLUMNS.index("step_ms")]))
             elif msg.topic == "brain/latency":
@@ -520,6 +534,10 @@ def prepare(cfg: SimConfig) -> tuple[Graph, dict]:
         raise ValueError(f"`--record`: {cfg.record} exists, or its directory does not")
     if cfg.save_video is not None:
         VideoWriter(cfg.save_video, fps=30, scale=cfg.video_scale)  # checks the path; writes nothing yet
+    if cfg.viz_file is not None and (cfg.viz is None or cfg.viz_file.suffix != ".rrd"):
+        raise ValueError(f"`--viz-file` is a .rrd file for `--viz rerun`, got {cfg.viz_file}")
+    if cfg.viz_file is not None and not cfg.viz_file.parent.is_dir():
+        raise ValueError(f"`--viz-file`: directory {cfg.viz_file.parent} does not exist")
     if cfg.status_file is not None and not cfg.status_file.parent.is_dir():
         raise ValueError(f"`--status-file`: directory {cfg.status_file.parent} does not exist")
     for name, spec in graph.nodes.items():  # node-specific params, e.g. the brain's V-sync config
@@ -530,6 +548,59 @@ def prepare(cfg: SimConfig) -> tuple[Graph, dict]:
             except ValueError as exc:
                 raise ValueError(f"nodes.{name}.params: {exc}") from None
     return graph, params
+
+
+class Viewers:
+    """What people watch besides the dashboard: the video (`--save-video`, the plan's predicted end-effector
+    path drawn on the camera when the brain plans) and the Rerun log (`--viz rerun`)."""
+
+    def __init__(self, cfg: SimConfig, graph: Graph, log_dir: Path, console: Console):
+        from runtime.viz import PathProjector, RerunLog
+
+        self.console = console
+        plans = any("brain/plan" in spec.publishes for spec in graph.nodes.values())
+        self.projector = PathProjector() if plans and cfg.env == "manipulation" else None
+        self.rerun = None
+        if cfg.viz == "rerun":
+            path = cfg.viz_file or Path(log_dir) / "viz.rrd"
+            self.rerun = RerunLog(path)
+            console.print(f"Rerun recording: {path} (open it with `rerun {path}`)")
+        self.logged_model = self.logged_actions = 0
+
+    def show(self, monitor: "StreamMonitor", video: VideoWriter | None) -> None:
+        """Write and log the frames that came in since the last call, then the new scalar rows."""
+        predicted = None
+        if self.projector is not None and monitor.plan is not None and monitor.plan.ndim == 2:
+            predicted = self.projector.ee_path(monitor.plan[:, :4])
+        actual = np.array(monitor.hand) if monitor.hand else None
+        for capture_ns, frame in monitor.frames:
+            if video is not None:
+                paths = []
+                if predicted is not None:
+                    paths.append((self.projector.pixels(predicted, *frame.shape[:2]), PREDICTED_RGB))
+                video.write(frame, paths)
+            if self.rerun is not None:
+                self.rerun.frame(capture_ns, frame)
+                self.rerun.paths(capture_ns, predicted, actual)
+        monitor.frames.clear()
+        if self.rerun is None:
+            return
+        # the rows that came in since the last call, at the capture time of the latest (rows between two
+        # calls, a quarter second at most, share it)
+        col = {name: i for i, name in enumerate(MODEL_COLUMNS)}
+        fresh = min(monitor.model_count - self.logged_model, len(monitor.model_rows))
+        self.logged_model = monitor.model_count
+        for row in list(monitor.model_rows)[len(monitor.model_rows) - fresh :]:
+            for name in ("energy", "pred_err"):
+                self.rerun.scalar(monitor.last_capture["brain/model"], f"model/{name}", row[col[name]])
+        for row in monitor.action_rows[self.logged_actions :]:
+            self.rerun.scalar(monitor.last_capture["brain/latency"], "latency/frame_to_action_ms", row[0])
+        self.logged_actions = len(monitor.action_rows)
+
+    def close(self) -> None:
+        if self.rerun is not None:
+            self.rerun.close()
+            self.console.print(f"wrote {self.rerun.path}")
 
 
 def main(cfg: SimConfig, graph: Graph, params: dict) -> int:
@@ -550,6 +621,7 @@ def main(cfg: SimConfig, graph: Graph, params: dict) -> int:
     stop = StopFlag()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     recorder = None
+    viz = Viewers(cfg, graph, supervisor.log_dir, console)
     try:
         supervisor.start()
         if cfg.record is not None:
@@ -566,16 +638,11 @@ def main(cfg: SimConfig, graph: Graph, params: dict) -> int:
                 if cfg.status_file is not None and now >= next_status:
                     next_status = now + 1.0
                     write_status(cfg.status_file, monitor.status(now - t0))
-                if cfg.save_video is not None and monitor.frames:
-                    if video is None:
-                        video = VideoWriter(
-                            cfg.save_video, fps=graph.topics["sim/camera"][1].rate_hz, scale=cfg.video_scale
-                        )
-                    for frame in monitor.frames:
-                        video.write(frame)
-                    monitor.frames.clear()
-                else:
-                    monitor.frames.clear()
+                if cfg.save_video is not None and monitor.frames and video is None:
+                    video = VideoWriter(
+                        cfg.save_video, fps=graph.topics["sim/camera"][1].rate_hz, scale=cfg.video_scale
+                    )
+                viz.show(monitor, video)
     finally:
         if stop:
             console.print(f"stopped by {stop.signal}")
@@ -593,6 +660,7 @@ def main(cfg: SimConfig, graph: Graph, params: dict) -> int:
         if video is not None:
             video.close()
             console.print(f"wrote {video.frames_written} frames to {cfg.save_video}")
+        viz.close()
         console.print(monitor.view(supervisor, time.monotonic() - t0))
         console.print(monitor.summary(time.monotonic() - t0))
         if cfg.status_file is not None:

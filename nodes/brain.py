@@ -20,7 +20,9 @@ planning pass within `plan_deadline_ms`, the safety filter, `brain/action` (stam
 the tick's camera frame); then the tick's adaptation. On the ticks between, after their adaptation, one
 search iteration runs ahead on the next plan. The checkpoint's distilled actor, when it has one, proposes the
 first step the final pass searches around (a policy prior). Each action's path from its frame is timed by
-stage and published on `brain/latency` (runtime/latency.py, ACTION_COLUMNS) when the graph declares it.
+stage and published on `brain/latency` (runtime/latency.py, ACTION_COLUMNS) when the graph declares it, and
+the arm joints the plan predicts, one row per control step, on `brain/plan` (for the video overlay and the
+Rerun log of `launch.sim`).
 `policy: actor` runs the same loop with the policy distilled from the planner choosing each step (one
 forward pass; nothing searched ahead). With `policy: none` (the default) the brain only watches: another
 node acts.
@@ -332,6 +334,10 @@ class BrainNode(Node):
         )
         if "brain/latency" in self.spec.publishes:
             self.publish("brain/latency", np.array([e2e, *stages], np.float64), capture_ns)
+        if "brain/plan" in self.spec.publishes:  # for people watching: launch.sim --save-video / --viz
+            joints = self.planner.controller.predicted_joints()
+            if joints is not None:
+                self.publish("brain/plan", joints.astype(np.float32), capture_ns)
 
     def frame_of(self, tick):
         """(seq, capture_ns, send_ns, received_ns) of the master frame this tick delivered, if it did."""

@@ -6,6 +6,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from runtime.viz import draw_path
+
 VIDEO_SUFFIXES = (".mp4", ".gif")
 
 
@@ -25,9 +27,15 @@ class VideoWriter:
         self._mp4: cv2.VideoWriter | None = None
         self._gif: list[Image.Image] = []
 
-    def write(self, rgb: np.ndarray) -> None:
+    def write(self, rgb: np.ndarray, paths=()) -> None:
+        """`paths`: (pixels (N, 2) as (column, row) in `rgb`'s own coordinates, colour) drawn over the
+        enlarged frame (runtime/viz.py), so a path on a 64x64 camera stays a thin line."""
         if self.scale > 1:
             rgb = np.repeat(np.repeat(rgb, self.scale, axis=0), self.scale, axis=1)
+        for pixels, colour in paths:
+            rgb = draw_path(
+                rgb, (np.asarray(pixels, float) + 0.5) * self.scale - 0.5, colour, 1 + self.scale // 4
+            )
         if self.path.suffix.lower() == ".gif":
             self._gif.append(Image.fromarray(rgb))
         else:

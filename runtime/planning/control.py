@@ -218,6 +218,15 @@ class MPCController:
         action = self._in_force()[None, None].expand(1, n, -1)
         return self.model.rollout(z, action, torch.full((1, n), seconds / n))[:, -1]
 
+    @torch.no_grad()
+    def predicted_joints(self) -> np.ndarray | None:
+        """The arm joints (H, 4) the last plan's search predicts at each control step (its mean's rollout
+        through the planning readout), or None before a plan or without a readout."""
+        path = getattr(getattr(self, "planner", None), "path", None)
+        if path is None or self.readout is None:
+            return None
+        return self.readout(path).numpy()
+
     def _in_force(self) -> torch.Tensor:
         """The command the arm holds now (A,)."""
         held = (

@@ -85,9 +85,10 @@ class Planner:
         self.mean: torch.Tensor | None = None  # the previous plan (warm start), or the refined next one
         self.std: torch.Tensor | None = None  # where `refine` left the search's spread
         self._shift = False  # the mean is the plan just applied: shift it by a step before searching
+        self.path: torch.Tensor | None = None  # (H, d): the last iteration's mean, as the model predicts it
 
     def reset(self) -> None:
-        self.mean, self.std, self._shift = None, None, False
+        self.mean, self.std, self._shift, self.path = None, None, False, None
 
     def _begin(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The mean and std a call starts from: the last plan shifted by the step just taken (warm start), or
@@ -152,7 +153,9 @@ class Planner:
             actions[0] = mean  # the current mean is always a candidate: a refit never loses it
             if prior is not None and candidates > 1:
                 actions[1, 0], actions[1, 1:] = prior, mean[1:]
-            costs = torch.nan_to_num(cost(self.rollout(z, actions), actions), nan=inf, posinf=inf)
+            rolled = self.rollout(z, actions)
+            self.path = rolled[0]  # the predicted states of the mean this iteration started from (a view)
+            costs = torch.nan_to_num(cost(rolled, actions), nan=inf, posinf=inf)
             best_cost = min(best_cost, float(costs.min()))
             mean, std = self._refit(actions, costs, std)
             done += 1

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,11 +97,13 @@ def test_sim_graph_runs_streams_at_native_rates_and_writes_video(tmp_path):
 def test_mpc_policy_closes_the_loop_through_the_brain(tmp_path):
     """`--policy mpc`: no expert runs; the brain plans on its belief and publishes `brain/action` at the
     control rate, the actuator turns it into commands at 100 Hz, and the brain aligns those commands into
-    its ticks. The brain's log counts its plans and their times."""
-    status = tmp_path / "status.json"
+    its ticks. The brain's log counts its plans and their times. The video shows the plan's predicted
+    end-effector path over the camera; the Rerun recording holds the frames, the paths and the latencies."""
+    status, video, viz = tmp_path / "status.json", tmp_path / "plan.mp4", tmp_path / "run.rrd"
     proc = run_sim(
         "--policy", "mpc", "--task", "reach", "--seconds", "20", "--logs", str(tmp_path / "logs"),
-        "--status-file", str(status), timeout=170,
+        "--status-file", str(status), "--save-video", str(video), "--viz", "rerun", "--viz-file", str(viz),
+        timeout=170,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     figures = json.loads(status.read_text())
@@ -118,6 +121,21 @@ def test_mpc_policy_closes_the_loop_through_the_brain(tmp_path):
     # each action is timed from the capture of its frame (brain/latency), and the summary shows the stages
     assert 0 < figures["e2e_p50_ms"] <= figures["e2e_p99_ms"], figures
     assert "capture -> action" in proc.stdout + proc.stderr and "transport" in proc.stdout + proc.stderr
+    # the overlay: amber (the plan's colour) on frames once plans come in; the sim's scene has none
+    capture, amber = cv2.VideoCapture(str(video)), []
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        b, g, r = (bgr[..., k].astype(int) for k in range(3))
+        amber.append(int(((r > 200) & (g > 150) & (g < 230) & (b < 80)).sum()))
+    capture.release()
+    assert len(amber) > 100 and amber[0] == 0 and np.mean(np.array(amber[-60:]) > 0) > 0.8, amber[-60:]
+    from runtime.viz import RerunLog
+
+    entities = RerunLog.entities(viz)
+    expected = {"/camera/image", "/world/ee/predicted", "/latency/frame_to_action_ms", "/model/energy"}
+    assert expected <= entities, entities
 
 
 @pytest.mark.timeout(120)
@@ -190,6 +208,9 @@ def test_ctrl_c_stops_every_node_within_2_s_leaving_no_orphans():
         (["--shift", "wobble@3"], "one of flip, mass, friction, gain"),
         (["--env", "gym:Pusher-v5", "--shift", "mass@1"], "gym envs have none"),
         (["--record", "/no/such/dir/run.mcap"], "`--record`"),
+        (["--viz-file", "run.rrd"], "`--viz-file` is a .rrd file for `--viz rerun`"),
+        (["--viz", "rerun", "--viz-file", "run.txt"], "`--viz-file` is a .rrd file"),
+        (["--viz", "matplotlib"], "rerun"),
     ],
 )
 def test_sim_refuses_bad_input_before_starting(args, message):
