@@ -15,6 +15,7 @@ import importlib
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,6 +106,7 @@ class SimConfig:
 
 
 STALE_FLOOR_S = 0.25
+MERGED_GRAPH_PREFIX = "hamrt-graph-"  # temporary directories of graphs with live sensors merged in
 
 
 class StreamMonitor:
@@ -494,7 +496,7 @@ def with_sensors(graph: Graph, sensors: dict[str, dict]) -> Graph:
             brain["params"]["vsync"]["streams"][topic] = {"assemble": assemble}
             brain["publishes"]["brain/extra"] = {"kind": "state", "rate_hz": 30, "policy": "latest"}
     raw["name"] = graph.name
-    path = Path(tempfile.mkdtemp(prefix="hamrt-graph-")) / Path(graph.source).name
+    path = Path(tempfile.mkdtemp(prefix=MERGED_GRAPH_PREFIX)) / Path(graph.source).name
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return load_graph(path)
 
@@ -654,6 +656,9 @@ def main(cfg: SimConfig, graph: Graph, params: dict) -> int:
         if recorder is not None:  # before the nodes stop: it finishes the file with what they sent
             stop_recorder(recorder, console)
         supervisor.stop()
+        merged = Path(graph.source).parent
+        if merged.name.startswith(MERGED_GRAPH_PREFIX):  # with_sensors' file: the nodes that read it are gone
+            shutil.rmtree(merged, ignore_errors=True)
         for s, handler in previous.items():
             signal.signal(s, handler)
         console.print(f"stopped {len(graph.nodes)} nodes in {time.monotonic() - t_stop:.2f} s")

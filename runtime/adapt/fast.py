@@ -112,12 +112,8 @@ class FastAdapter:
         if held is not None and isinstance(self.model.predictor, LeapfrogPredictor):
             corr = trust * self.correction(z0[:1], held.reshape(1, -1))[0]  # per tick, as stored
             corr = corr.expand(len(z0), -1)
-            n = min(self.cfg.plan_correction_ticks, actions.shape[1])
-            head = self.model.predictor.rollout(z0, actions[:, :n], dt[:, :n], residual=corr)
-            if n == actions.shape[1]:
-                return head
-            tail = self.model.rollout(head[:, -1], actions[:, n:], dt[:, n:])
-            return torch.cat((head, tail), 1)
+            n = self.cfg.plan_correction_ticks  # one rollout, the correction on its first n ticks
+            return self.model.predictor.rollout(z0, actions, dt, residual=corr, residual_ticks=n)
         mix = self.model.predictor.mix(z0)  # fixed along the rollout, as WorldModel.rollout does
         out, z = [], z0
         for k in range(actions.shape[1]):

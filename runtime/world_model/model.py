@@ -168,15 +168,18 @@ class LeapfrogPredictor(nn.Module):
         return self.transition.energy(*self.canonical(z), mix)
 
     def rollout(
-        self, z0: torch.Tensor, actions: torch.Tensor, dt: torch.Tensor, residual=None
+        self, z0: torch.Tensor, actions: torch.Tensor, dt: torch.Tensor, residual=None, residual_ticks=None
     ) -> torch.Tensor:
         """`step` K times, in the transition's coordinates between steps: z0 (N, 2D), actions (N, K, A), dt
         (N, K) seconds -> (N, K, 2D). The basis is inverted once, not solved per step. `residual` (N, 2D): a
-        correction of z per tick, held along the rollout (Transition.rollout)."""
+        correction of z per tick, held along the rollout or its first `residual_ticks` ticks (Transition).
+        """
         if residual is not None:  # a difference of latents: the centre cancels
             r = residual @ self.basis.T
             residual = (r[..., : self.d_latent], r[..., self.d_latent :])
-        qs, ps = self.transition.rollout(*self.canonical(z0), actions, self.ticks(dt), self.mix(z0), residual)
+        qs, ps = self.transition.rollout(
+            *self.canonical(z0), actions, self.ticks(dt), self.mix(z0), residual, residual_ticks
+        )
         back = self._back()  # z = (q~, p~) back^T + centre, without concatenating q~ and p~
         return qs @ back[: self.d_latent] + ps @ back[self.d_latent :] + self.center
 

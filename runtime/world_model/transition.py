@@ -87,18 +87,20 @@ class Transition(nn.Module):
         per_expert = (F.softplus(self.raw_a) * self.w.pow(2).sum(-1)).sum(-1)  # (E,)
         return torch.exp(self.log_inv_mass).max() * (torch.exp(self.log_k).max() + (mix * per_expert).sum(-1))
 
-    def rollout(self, q, p, actions, dt, mix, residual=None):
+    def rollout(self, q, p, actions, dt, mix, residual=None, residual_ticks=None):
         """Batched open-loop rollout: actions (N, T, A), dt (T,) or (N, T) seconds -> q, p (N, T, D) after
         each step. Leapfrog's second kick and the next step's first read grad V at the same q: computed once,
         the rollout costs one gradient per step instead of two (the same numbers as `step` T times).
         `residual`: (rq, rp), each (N, D), a correction per unit of dt (per tick) held along the rollout (the
         memory's, runtime/adapt/fast.py), added after each step as `step` then adding it would; it costs a
-        second gradient per step (adding it inside the step, to save that, moved a 0.05 correction 0.13)."""
+        second gradient per step (adding it inside the step, to save that, moved a 0.05 correction 0.13).
+        `residual_ticks`: add it on the first that many steps only (default: all)."""
+        corrected = actions.shape[1] if residual_ticks is None else residual_ticks
         if self.integrator != "leapfrog":
             qs, ps = [], []
             for t in range(actions.shape[1]):
                 q, p = self.step(q, p, actions[:, t], dt[..., t], mix)
-                if residual is not None:
+                if residual is not None and t < corrected:
                     h = torch.as_tensor(dt[..., t], dtype=q.dtype).reshape(-1, 1)
                     q, p = q + h * residual[0], p + h * residual[1]
                 qs.append(q)
@@ -121,12 +123,13 @@ class Transition(nn.Module):
         g = grad(q)
         rq, rp = residual if residual is not None else (None, None)
         qs, ps = [], []
-        for h, decay, drift, kick in zip(halves, decays, drifts, kicks, strict=True):
+        for t, (h, decay, drift, kick) in enumerate(zip(halves, decays, drifts, kicks, strict=True)):
             p = _minus(torch.addcmul(kick, decay, p), h, g)
             q = torch.addcmul(q, drift, p)
             g = grad(q)
             p = decay * _minus(p + kick, h, g)
-            if rq is not None:  # the step, then the correction: the next kick reads grad V where it moved q
+            if rq is not None and t < corrected:  # the step, then the correction: the next kick reads grad V
+                # where it moved q
                 q, p = q + 2 * h * rq, p + 2 * h * rp
                 g = grad(q)
             qs.append(q)

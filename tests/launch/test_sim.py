@@ -275,7 +275,9 @@ def test_live_camera_and_microphone_join_the_graph(tmp_path):
     the brain synchronizes them into its ticks with the sim's streams and encodes them (`brain/extra`),
     every stream is live in the status file at exit, and every process stops cleanly."""
     video, mic, writer, env = _sensor_fakes(tmp_path)
-    status, logs = tmp_path / "status.json", tmp_path / "logs"
+    status, logs, scratch = tmp_path / "status.json", tmp_path / "logs", tmp_path / "tmp"
+    scratch.mkdir()
+    env["TMPDIR"] = str(scratch)  # where the graph with the sensors merged in is written
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "launch.sim", "--seconds", "20", "--camera", str(video), "--mic", mic,
@@ -295,6 +297,7 @@ def test_live_camera_and_microphone_join_the_graph(tmp_path):
     for topic, rate in (("camera/image", "30"), ("mic/audio", "100")):
         assert re.search(rf"brain: {re.escape(topic)} \d+\.\d+ Hz \(nominal {rate}\)", brain), brain[-2000:]
     assert "stopped 6 nodes" in proc.stderr
+    assert not list(scratch.glob("hamrt-graph-*")), "the merged graph's directory was left behind"
 
 
 @pytest.mark.timeout(120)

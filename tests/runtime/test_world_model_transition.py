@@ -88,6 +88,22 @@ def test_rollout_reusing_gradients_equals_stepping():
             assert torch.allclose(qs[:, t], q, atol=1e-12) and torch.allclose(ps[:, t], p, atol=1e-12)
 
 
+def test_a_residual_on_the_first_ticks_only_is_a_corrected_head_then_a_bare_tail():
+    """`residual_ticks` n: the rollout is the corrected rollout for n steps, then the bare one from there
+    (one call instead of two, for planning's held memory correction)."""
+    model = _model(torch.float64)
+    mix = torch.softmax(torch.randn(4, dtype=torch.float64), -1)
+    q, p = torch.randn(3, 6, dtype=torch.float64), torch.randn(3, 6, dtype=torch.float64)
+    residual = (0.05 * torch.randn(3, 6, dtype=torch.float64), 0.05 * torch.randn(3, 6, dtype=torch.float64))
+    actions, dt = torch.randn(3, 8, 3, dtype=torch.float64), torch.full((8,), 1 / 30, dtype=torch.float64)
+    with torch.no_grad():
+        qs, ps = model.rollout(q, p, actions, dt, mix, residual, residual_ticks=3)
+        qh, ph = model.rollout(q, p, actions[:, :3], dt[:3], mix, residual)
+        qt, pt = model.rollout(qh[:, -1], ph[:, -1], actions[:, 3:], dt[3:], mix)
+    assert torch.allclose(qs, torch.cat((qh, qt), 1), atol=1e-12)
+    assert torch.allclose(ps, torch.cat((ph, pt), 1), atol=1e-12)
+
+
 def test_the_predictor_maps_into_its_canonical_coordinates_and_back():
     """With a random invertible basis and centre, z -> (q~, p~) -> z is the identity, a step of dt = 0 leaves
     z where it was, and the predictor's energy is the transition's in those coordinates."""
