@@ -266,14 +266,15 @@ class BrainNode(Node):
         )
         ticks += self.vsync.poll()
         for i, tick in enumerate(ticks):
-            self.publish("brain/tick", tick_summary(tick), tick.capture_ns)
             if self.world_model is None:
+                self.publish("brain/tick", tick_summary(tick), tick.capture_ns)
                 continue
             self.world_model.believe(tick)
             due = self.planner is not None and tick.capture_ns >= self.next_control_ns
             if due:  # the critical path: plan from this belief, act, then everything else
                 self.next_control_ns = tick.capture_ns + self.control_period_ns - int(tick.dt_eff * 5e8)
                 self.control(tick)
+            self.publish("brain/tick", tick_summary(tick), tick.capture_ns)  # after the action: off its path
             if self.extra_kinds:  # a live camera or microphone: encoded after the action went out
                 tokens = self.world_model.encode_extras(tick, self.extra_kinds)
                 if "brain/extra" in self.spec.publishes:
