@@ -56,6 +56,12 @@ class InverseKinematics:
             q = np.clip(q, self._low, self._high)
         return q
 
+    def miss(self, ee_target: np.ndarray, q: np.ndarray) -> float:
+        """How far (m) the end effector at joints `q` is from `ee_target`: a solution's leftover error."""
+        self.data.qpos[self._qadr] = q
+        mujoco.mj_kinematics(self.model, self.data)
+        return float(np.linalg.norm(np.asarray(ee_target, float) - self.data.site_xpos[self._ee]))
+
 
 class ScriptedExpert:
     """Acts on a `ManipulationEnv` (reach or push) from its observations and the true state."""

@@ -193,6 +193,8 @@ class ManipulationEnv(gym.Env):
         cube = np.array([*cube_xy, C.CUBE_HALF_M])
         cube = np.asarray(options.get("cube_pos", cube), dtype=float)
         self.goal = np.asarray(options.get("goal", goal), dtype=float)
+        if self.goal.shape != (3,) or not np.all(np.isfinite(self.goal)):
+            raise ValueError(f"`goal` must be 3 finite numbers (x, y, z in metres), got {options['goal']!r}")
         d.qpos[self._cube_qpos : self._cube_qpos + 3] = cube
         yaw = rng.uniform(-np.pi, np.pi)
         d.qpos[self._cube_qpos + 3 : self._cube_qpos + 7] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))

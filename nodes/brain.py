@@ -309,8 +309,16 @@ class BrainNode(Node):
         tick's frame to it (`brain/latency`)."""
         if self.task is None or self.joint is None:
             return
-        if self.planner.new_task(self.task, self.joint):
-            log.info("brain: episode %d, goal %s", self.planner.episode, np.round(self.task[11:14], 3))
+        episode = int(self.task[0])
+        if episode == self.planner.refused_episode:
+            return  # its goal is out of reach: no actions, the actuator holds the arm
+        try:
+            if self.planner.new_task(self.task, self.joint):
+                log.info("brain: episode %d, goal %s", self.planner.episode, np.round(self.task[11:14], 3))
+        except ValueError as exc:  # a goal the arm cannot reach: said once, not acted on
+            log.error("brain: episode %d: %s; not acting on it", episode, exc)
+            self.planner.refused_episode = episode
+            return
         if self.world_model.z is None:
             return  # no belief yet: the actuator holds the arm where it is
         action = self.planner.act(self.world_model.z, np.asarray(self.joint, float), self.lead_s(), self.task)

@@ -37,6 +37,7 @@ from runtime.world_model.model import TICK_S
 GOAL_TICKS = 5  # ticks of the goal image folded into the goal latent
 JOINT_SPEED_RAD_S = 2.5  # the safety filter's target speed limit: the expert's largest steps, with margin
 STEP_RAD = 0.25  # the largest joint-target step per control step a plan may take
+GOAL_REACH_TOLERANCE_M = 0.01  # a goal the arm's inverse kinematics ends further from is out of reach
 
 
 # The closed loop's planner: noise of a fifth of the step range, correlated along the horizon (white noise
@@ -84,12 +85,21 @@ class MPCController:
 
     # ---- goal ---------------------------------------------------------------------------------------------
     def _goal_pose(self, base) -> np.ndarray:
+        """The joint goal: inverse kinematics of the reach goal (push: of the goal at the cube's height).
+        ValueError if the arm cannot get there (outside its workspace)."""
         ik = self._ik
         if base.task == "reach":
             target = np.asarray(base.goal, float)
         else:  # push: the hand where the cube should end, at the cube's height
             target = np.array([*base.goal[:2], base.state()["object"][2]])
-        return ik.solve(target, base.arm_target)
+        q = ik.solve(target, base.arm_target, iterations=100)
+        miss = ik.miss(target, q)
+        if not miss <= GOAL_REACH_TOLERANCE_M:
+            raise ValueError(
+                f"goal {np.round(target, 3).tolist()} m is outside the arm's workspace: its closest pose "
+                f"ends {miss * 100:.1f} cm away (at most {GOAL_REACH_TOLERANCE_M * 100:.0f} cm)"
+            )
+        return q
 
     def _goal_latent(self, base) -> torch.Tensor:
         d = base.data

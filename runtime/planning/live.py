@@ -53,6 +53,7 @@ class LivePlanner:
             self.controller = ActorController(model, actor, adapter, readout=readout)
         self.searches = actor is None
         self.episode = None
+        self.refused_episode = None  # the episode whose goal was refused (out of reach), if any
         self.plans = 0
         self.warm = False  # the planner holds a plan of this episode to start from
         self.refined = self.refined_total = 0  # search iterations run ahead: on the next plan, in all

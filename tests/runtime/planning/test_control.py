@@ -94,3 +94,23 @@ def test_a_push_follows_the_experts_waypoints():
     u = (goal - cube) / np.linalg.norm(goal - cube)
     assert hand[2] == pytest.approx(HOVER_Z_M, abs=0.01)
     assert hand[:2] == pytest.approx(cube - u * PUSH_DESCEND_OFFSET_M, abs=0.01)
+
+
+def test_a_goal_outside_the_workspace_is_refused_with_a_clear_error():
+    """A reach goal 1.5 m away: the controller says it is outside the arm's workspace, and how far the closest
+    pose ends from it; a goal that is not 3 finite numbers is refused by the env."""
+    import envs
+
+    model, _ = checkpoint.load(checkpoint.DEFAULT_CHECKPOINT)
+    controller = MPCController(model, PlannerConfig(candidates=32, horizon=4, iterations=1, elites=4))
+    env = envs.make("manipulation", "reach", image_size=64, audio=False)
+    try:
+        env.reset(seed=0, options={"goal": np.array([1.5, 0.0, 0.1])})
+        with pytest.raises(ValueError, match=r"outside the arm's workspace: its closest pose ends \d+\.\d"):
+            controller.reset(env)
+        env.reset(seed=0)  # a sampled goal is within reach
+        controller.reset(env)
+        with pytest.raises(ValueError, match="3 finite numbers"):
+            env.reset(seed=0, options={"goal": np.array([0.3, np.nan, 0.1])})
+    finally:
+        env.close()
