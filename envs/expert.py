@@ -75,6 +75,11 @@ class ScriptedExpert:
         self._phase = "approach"
         self._ee_command: np.ndarray | None = None
 
+    @property
+    def phase(self) -> str:
+        """The push's phase: approach, descend, push or retreat."""
+        return self._phase
+
     def act(self, obs: dict) -> np.ndarray:
         env = self.env
         if self._ee_command is None:

@@ -568,23 +568,20 @@ class Viewers:
             self.rerun = RerunLog(path)
             console.print(f"Rerun recording: {path} (open it with `rerun {path}`)")
         self.logged_model = self.logged_actions = 0
+        self._plan, self._predicted = None, None  # the last plan seen and its end-effector path
+
+    def predicted(self, plan: np.ndarray | None) -> np.ndarray | None:
+        """The end-effector path (H, 3) of the brain's last plan, computed once per plan."""
+        if self.projector is None or plan is None or plan.ndim != 2:
+            return None
+        if plan is not self._plan:
+            self._plan, self._predicted = plan, self.projector.ee_path(plan[:, :4])
+        return self._predicted
 
     def show(self, monitor: "StreamMonitor", video: VideoWriter | None) -> None:
         """Write and log the frames that came in since the last call, then the new scalar rows."""
-        predicted = None
-        if self.projector is not None and monitor.plan is not None and monitor.plan.ndim == 2:
-            predicted = self.projector.ee_path(monitor.plan[:, :4])
-        actual = np.array(monitor.hand) if monitor.hand else None
-        for capture_ns, frame in monitor.frames:
-            if video is not None:
-                paths = []
-                if predicted is not None:
-                    paths.append((self.projector.pixels(predicted, *frame.shape[:2]), PREDICTED_RGB))
-                video.write(frame, paths)
-            if self.rerun is not None:
-                self.rerun.frame(capture_ns, frame)
-                self.rerun.paths(capture_ns, predicted, actual)
-        monitor.frames.clear()
+        if monitor.frames:
+            self._frames(monitor, video)
         if self.rerun is None:
             return
         # the rows that came in since the last call, at the capture time of the latest (rows between two
@@ -598,6 +595,20 @@ class Viewers:
         for row in monitor.action_rows[self.logged_actions :]:
             self.rerun.scalar(monitor.last_capture["brain/latency"], "latency/frame_to_action_ms", row[0])
         self.logged_actions = len(monitor.action_rows)
+
+    def _frames(self, monitor: "StreamMonitor", video: VideoWriter | None) -> None:
+        predicted = self.predicted(monitor.plan)
+        actual = np.array(monitor.hand) if self.rerun is not None and monitor.hand else None
+        for capture_ns, frame in monitor.frames:
+            if video is not None:
+                paths = []
+                if predicted is not None:
+                    paths.append((self.projector.pixels(predicted, *frame.shape[:2]), PREDICTED_RGB))
+                video.write(frame, paths)
+            if self.rerun is not None:
+                self.rerun.frame(capture_ns, frame)
+                self.rerun.paths(capture_ns, predicted, actual)
+        monitor.frames.clear()
 
     def close(self) -> None:
         if self.rerun is not None:

@@ -224,6 +224,7 @@ class BrainNode(Node):
             )
             self.control_period_ns = int(1e9 / float(self.params.get("control_hz", 10.0)))
             self.next_control_ns = 0
+            self.refused_episode = None  # an episode whose goal is out of the arm's reach
         self.search_ahead, self.learner_steps = SpareTimeWork(), SpareTimeWork()
         self.e2e_ms: deque = deque(maxlen=31)  # the last actions' capture-to-publish times, for the lead
         self.streams = {s.name for s in self.vsync.config.streams}
@@ -310,14 +311,14 @@ class BrainNode(Node):
         if self.task is None or self.joint is None:
             return
         episode = int(self.task[0])
-        if episode == self.planner.refused_episode:
+        if episode == self.refused_episode:
             return  # its goal is out of reach: no actions, the actuator holds the arm
         try:
             if self.planner.new_task(self.task, self.joint):
                 log.info("brain: episode %d, goal %s", self.planner.episode, np.round(self.task[11:14], 3))
         except ValueError as exc:  # a goal the arm cannot reach: said once, not acted on
             log.error("brain: episode %d: %s; not acting on it", episode, exc)
-            self.planner.refused_episode = episode
+            self.refused_episode = episode
             return
         if self.world_model.z is None:
             return  # no belief yet: the actuator holds the arm where it is

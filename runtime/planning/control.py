@@ -183,16 +183,16 @@ class MPCController:
             self.since_act += 1
             if self.search_ahead and self.planner.mean is not None and self.since_act < self.ticks_per_step:
                 # the next plan is due when the control step's last tick is in (ticks of the control's dt)
-                self.refine(self.advance(z, (self.ticks_per_step - self.since_act) * self.dt))
+                self.refine(z, (self.ticks_per_step - self.since_act) * self.dt)
 
     def _follow_push(self, state: dict, measured: np.ndarray) -> None:
         """A push as a sequence of end-effector goals, the scripted expert's waypoints (behind the cube at
         hover height, down, then a carrot just past the contact point toward the goal), each the joint goal
         the plans reach (by inverse kinematics from the measured joints). The integral restarts with each
         phase: what it learned about one pose is windup at the next."""
-        phase = self.pusher._phase
+        phase = self.pusher.phase
         waypoint = self.pusher.push_waypoint(state, state["ee"], PUSH_ALIGN_TOL_M, PUSH_DESCEND_OFFSET_M)
-        if self.pusher._phase != phase:
+        if self.pusher.phase != phase:
             self.integral.zero_()
         self.goal_joints = torch.as_tensor(self._ik.solve(waypoint, measured), dtype=torch.float32)
 
@@ -232,10 +232,9 @@ class MPCController:
     def predicted_joints(self) -> np.ndarray | None:
         """The arm joints (H, 4) the last plan's search predicts at each control step (its mean's rollout
         through the planning readout), or None before a plan or without a readout."""
-        path = getattr(getattr(self, "planner", None), "path", None)
-        if path is None or self.readout is None:
+        if self.planner.path is None or self.readout is None:
             return None
-        return self.readout(path).numpy()
+        return self.readout(self.planner.path).numpy()
 
     def _in_force(self) -> torch.Tensor:
         """The command the arm holds now (A,)."""
@@ -244,9 +243,10 @@ class MPCController:
         )
         return torch.as_tensor(np.asarray(held, np.float32))
 
-    def refine(self, z: torch.Tensor, iterations: int = 1) -> float:
-        """Search on the next plan before its frame arrives, from z (1, d) predicted for when it is due."""
-        return self.planner.refine(z[0], self.cost, iterations)
+    def refine(self, z: torch.Tensor, ahead_s: float = 0.0) -> float:
+        """One search iteration on the next plan before its frame arrives, from the belief z (1, d) carried
+        `ahead_s` to when that plan is due."""
+        return self.planner.refine(self.advance(z, ahead_s)[0], self.cost)
 
     def act(self, state: dict, lead_s: float = 0.0, iterations=None, candidates=None) -> np.ndarray:
         """The safe action for the latest belief. `lead_s`: how long after the belief's capture the action

@@ -53,7 +53,6 @@ class LivePlanner:
             self.controller = ActorController(model, actor, adapter, readout=readout)
         self.searches = actor is None
         self.episode = None
-        self.refused_episode = None  # the episode whose goal was refused (out of reach), if any
         self.plans = 0
         self.warm = False  # the planner holds a plan of this episode to start from
         self.refined = self.refined_total = 0  # search iterations run ahead: on the next plan, in all
@@ -101,7 +100,7 @@ class LivePlanner:
         plan is due."""
         if not self.searches or self.episode is None or self.controller.z is None:
             return  # an actor, or no goal or no plan yet
-        self.controller.refine(self.controller.advance(z, ahead_s))
+        self.controller.refine(z, ahead_s)
         self.refined += 1
         self.refined_total += 1
 

@@ -140,6 +140,7 @@ class LeapfrogPredictor(nn.Module):
         self.router = nn.Linear(2 * cfg.d_latent, cfg.experts)
         self.basis = nn.Parameter(torch.eye(2 * cfg.d_latent))
         self.center = nn.Parameter(torch.zeros(2 * cfg.d_latent))
+        self._back_key, self._back_cached = None, None  # inv(basis)^T and the weights it was taken of
 
     def canonical(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z (..., 2D) -> the transition's (q~, p~)."""
@@ -189,7 +190,7 @@ class LeapfrogPredictor(nn.Module):
         if torch.is_grad_enabled() and self.basis.requires_grad:
             return torch.linalg.inv(self.basis).T
         key = (self.basis.data_ptr(), self.basis._version)
-        if getattr(self, "_back_key", None) != key:
+        if self._back_key != key:
             self._back_cached, self._back_key = torch.linalg.inv(self.basis.detach()).T, key
         return self._back_cached
 
