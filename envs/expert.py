@@ -5,6 +5,8 @@ upper baseline. The gripper always points straight down: with a yaw-pitch-pitch-
 end-effector position pins all four joints, so IK solves for the ee point and the wrist point above it.
 """
 
+from dataclasses import dataclass
+
 import mujoco
 import numpy as np
 
@@ -20,6 +22,19 @@ DESCEND_OFFSET_M = 0.065
 PUSH_LEAD_M = 0.02  # how far past the contact point each push step aims; sets push speed
 ALIGN_TOL_M = 0.012  # lateral misalignment that triggers a fresh approach
 EE_STEP_M = 0.04  # longest straight-line ee move per control step (0.4 m/s at 10 Hz)
+
+
+@dataclass(frozen=True)
+class PushStyle:
+    """How tightly a push is run, sized to how precisely the pushing hand follows its waypoints. The defaults
+    are the expert's, whose hand goes exactly where it is told."""
+
+    align_tol: float = ALIGN_TOL_M  # lateral misalignment (m) that triggers a fresh approach
+    descend_offset: float = DESCEND_OFFSET_M  # where the hand comes down, behind the cube's centre (m)
+    # The cube this close to the goal (m) ends the push: the hand backs `back_off` away along the push line
+    # and stays. 0: never (the expert's carrot stops at the goal, so its hand stops there by itself).
+    done_tol: float = 0.0
+    back_off: float = 0.03
 
 
 class InverseKinematics:
@@ -74,10 +89,11 @@ class ScriptedExpert:
     def reset(self) -> None:
         self._phase = "approach"
         self._ee_command: np.ndarray | None = None
+        self._rest: np.ndarray | None = None  # where the hand waits once the push is done
 
     @property
     def phase(self) -> str:
-        """The push's phase: approach, descend, push or retreat."""
+        """The push's phase: approach, descend, push, retreat or done."""
         return self._phase
 
     def act(self, obs: dict) -> np.ndarray:
@@ -107,32 +123,31 @@ class ScriptedExpert:
     def _push(self, obs: dict) -> np.ndarray:
         return self._move_to(self.push_waypoint(obs, self._ee_command), gripper=1.0)
 
-    def push_waypoint(
-        self,
-        obs: dict,
-        here: np.ndarray,
-        align_tol: float = ALIGN_TOL_M,
-        descend_offset: float = DESCEND_OFFSET_M,
-    ) -> np.ndarray:
-        """The end-effector point the push's current phase heads for (approach behind the cube at hover
+    def push_waypoint(self, obs: dict, here: np.ndarray, style: PushStyle = PushStyle()) -> np.ndarray:
+        """The end-effector point the push's current phase heads for: approach behind the cube at hover
         height, descend, push with a carrot `PUSH_LEAD_M` past the contact point, retreat straight up from
-        `here` when the hand is more than `align_tol` off the line); the hand comes down `descend_offset`
-        behind the cube's centre. The world-model planner reaches the same points."""
+        `here` when the hand is more than `style.align_tol` off the line, and (with `style.done_tol`) back
+        off and wait once the cube is at the goal. The world-model planner reaches the same points."""
         ee = np.asarray(obs["ee"], float)
         cube = np.asarray(obs["object"][:2], float)
         goal = np.asarray(obs["goal"][:2], float)
         to_goal = goal - cube
         dist = np.linalg.norm(to_goal)
+        if self._rest is not None:
+            return self._rest
         if dist < 1e-6:
             return np.array([*cube, HOVER_Z_M])
         u = to_goal / dist
+        if dist < style.done_tol:
+            self._phase, self._rest = "done", np.array([*(ee[:2] - u * style.back_off), ee[2]])
+            return self._rest
         behind = cube - u * PUSHER_OFFSET_M
-        descend_at = cube - u * descend_offset
+        descend_at = cube - u * style.descend_offset
         rel = ee[:2] - cube
         lateral = abs(rel[0] * u[1] - rel[1] * u[0])
         along = float(rel @ u)  # negative: ee is behind the cube
 
-        if self._phase == "push" and (lateral > align_tol or along > -C.CUBE_HALF_M):
+        if self._phase == "push" and (lateral > style.align_tol or along > -C.CUBE_HALF_M):
             self._phase = "retreat"
         if self._phase == "retreat":
             if ee[2] > HOVER_Z_M - 0.01:

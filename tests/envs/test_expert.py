@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from envs_test_helpers import ENV_IDS, expert_episode
 
-from envs.expert import ScriptedExpert
+from envs.expert import PushStyle, ScriptedExpert
 
 N_SEEDS = 20
 
@@ -66,3 +66,24 @@ def test_expert_reset_makes_it_reusable_across_episodes():
             obs = env.step(actions[-1])[0]
     env.close()
     np.testing.assert_array_equal(np.array(actions), np.array(fresh))
+
+
+def test_a_push_with_done_tol_backs_off_once_the_cube_is_there_and_waits():
+    """With `done_tol`, the cube that close to the goal ends the push: the waypoint is the hand backed off
+    along the push line, away from the cube, at its height, and it stays there if the cube moves on. The
+    expert's own style never ends a push early."""
+    env = gym.make(ENV_IDS["push"], observe_image=False, audio=False)
+    expert = ScriptedExpert(env)
+    cube = np.array([0.29, 0.05, 0.025, 1, 0, 0, 0])
+    obs = {"ee": np.array([0.2, 0.0, 0.03]), "object": cube, "goal": np.array([0.30, 0.05, 0.025])}
+    style = PushStyle(done_tol=0.015, back_off=0.03)
+    assert expert.push_waypoint(obs, obs["ee"], PushStyle())[2] > 0.05  # the expert's style: approach
+    assert expert.phase == "approach"
+    rest = expert.push_waypoint(obs, obs["ee"], style)
+    assert expert.phase == "done"
+    np.testing.assert_allclose(rest, [0.17, 0.0, 0.03], atol=1e-9)  # 3 cm back along +x, the push line
+    moved = {**obs, "object": np.array([0.2, 0.1, 0.025, 1, 0, 0, 0])}
+    np.testing.assert_array_equal(expert.push_waypoint(moved, obs["ee"], style), rest)
+    expert.reset()
+    assert expert.phase == "approach" and expert.push_waypoint(moved, obs["ee"], style)[2] > 0.05
+    env.close()

@@ -7,7 +7,7 @@ import torch
 
 from envs import manipulation_constants as C
 from envs.expert import HOVER_Z_M
-from runtime.planning.control import INTEGRAL_LIMIT_RAD, PUSH_DESCEND_OFFSET_M, STEP_RAD, MPCController
+from runtime.planning.control import INTEGRAL_LIMIT_RAD, PUSH_STYLE, STEP_RAD, MPCController
 from runtime.planning.mpc import PlannerConfig
 from runtime.world_model import checkpoint
 from runtime.world_model.data import CollectConfig, collect_episode
@@ -93,7 +93,7 @@ def test_a_push_follows_the_experts_waypoints():
     hand = data.site_xpos[base.model.site(C.EE_SITE).id]
     u = (goal - cube) / np.linalg.norm(goal - cube)
     assert hand[2] == pytest.approx(HOVER_Z_M, abs=0.01)
-    assert hand[:2] == pytest.approx(cube - u * PUSH_DESCEND_OFFSET_M, abs=0.01)
+    assert hand[:2] == pytest.approx(cube - u * PUSH_STYLE.descend_offset, abs=0.01)
 
 
 def test_a_goal_outside_the_workspace_is_refused_with_a_clear_error():
