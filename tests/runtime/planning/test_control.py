@@ -7,7 +7,7 @@ import torch
 
 from envs import manipulation_constants as C
 from envs.expert import HOVER_Z_M
-from runtime.planning.control import INTEGRAL_LIMIT_RAD, PUSH_STYLE, STEP_RAD, MPCController
+from runtime.planning.control import GRIPPER, INTEGRAL_LIMIT_RAD, PUSH_STYLE, STEP_RAD, MPCController
 from runtime.planning.mpc import PlannerConfig
 from runtime.world_model import checkpoint
 from runtime.world_model.data import CollectConfig, collect_episode
@@ -83,8 +83,9 @@ def test_a_push_follows_the_experts_waypoints():
         return action
 
     controller.act = recording
-    collect_episode(CollectConfig(task="push", episode_seconds=1.0), seed=3, controller=controller)
+    episode = collect_episode(CollectConfig(task="push", episode_seconds=1.0), seed=3, controller=controller)
     assert controller.pusher is not None and len(goals) >= 8
+    assert np.all(episode["action"][:, -1] == GRIPPER["push"])  # the gripper closed, never searched over
     base = controller.base
     joints, cube, goal = goals[1]  # the first action holds the arm: no tick, no belief yet
     data = mujoco.MjData(base.model)
@@ -94,6 +95,31 @@ def test_a_push_follows_the_experts_waypoints():
     u = (goal - cube) / np.linalg.norm(goal - cube)
     assert hand[2] == pytest.approx(HOVER_Z_M, abs=0.01)
     assert hand[:2] == pytest.approx(cube - u * PUSH_STYLE.descend_offset, abs=0.01)
+
+
+def test_a_done_push_stops_the_arm_where_it_is_and_backs_off():
+    """The cube within `PUSH_STYLE.done_tol` of the goal: the push is done, the integral (wound up against
+    the cube) is dropped and the next plans start from the measured joints, toward the hand backed off."""
+    import envs
+
+    model, _ = checkpoint.load(checkpoint.DEFAULT_CHECKPOINT)
+    controller = MPCController(model, PlannerConfig(candidates=32, horizon=4, iterations=1, elites=4))
+    env = envs.make("manipulation", "push", image_size=64, audio=False, action_mode="absolute")
+    try:
+        env.reset(seed=0)
+        controller.reset(env)
+        state = env.unwrapped.state()
+        goal = np.asarray(state["goal"][:2], float)
+        near = {**state, "object": np.array([goal[0] - 0.01, goal[1], 0.025, 1, 0, 0, 0])}
+        controller.integral[:] = 0.2
+        controller.target = torch.full((4,), 9.0)
+        measured = np.asarray(state["joint"][:4], float)
+        controller._follow_push(near, measured)
+    finally:
+        env.close()
+    assert controller.pusher.phase == "done" and torch.all(controller.integral == 0)
+    np.testing.assert_allclose(controller.target.numpy(), measured, atol=1e-6)
+    assert controller.goal_joints.shape == (4,) and torch.isfinite(controller.goal_joints).all()
 
 
 def test_a_goal_outside_the_workspace_is_refused_with_a_clear_error():
