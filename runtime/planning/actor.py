@@ -70,7 +70,7 @@ class ActorController(MPCController):
         self.actor = actor
 
     @torch.no_grad()
-    def _first_step(self, z: torch.Tensor, measured: np.ndarray, iterations, candidates) -> torch.Tensor:
+    def _first_step(self, z: torch.Tensor, measured: np.ndarray, iterations, candidates, scored=None):
         """The actor's step (A,) in place of a plan's first (its pass is timed where the plan would be)."""
         return self.actor(z, self.cost.goal[None], torch.as_tensor(measured, dtype=torch.float32)[None])[0]
 

@@ -226,7 +226,7 @@ class MPCController:
         self.cost.goal = self.goal_joints + self.integral
 
     @torch.no_grad()
-    def _first_step(self, z: torch.Tensor, measured: np.ndarray, iterations, candidates) -> torch.Tensor:
+    def _first_step(self, z: torch.Tensor, measured: np.ndarray, iterations, candidates, scored=None):
         """The step (A,) to take now from the belief z (1, d): the first of the plan found by the deadline,
         which counts from the start of `act` (the belief's carry-ahead and the prior's pass included)."""
         prior = None
@@ -236,7 +236,7 @@ class MPCController:
         deadline = None
         if self.deadline_s is not None:
             deadline = self.deadline_s - (time.perf_counter() - self._started)
-        return self.planner.plan(z[0], self.cost, deadline, iterations, candidates, prior).actions[0]
+        return self.planner.plan(z[0], self.cost, deadline, iterations, candidates, prior, scored).actions[0]
 
     @torch.no_grad()
     def advance(self, z: torch.Tensor, seconds: float) -> torch.Tensor:
@@ -271,10 +271,10 @@ class MPCController:
         `ahead_s` to when that plan is due."""
         return self.planner.refine(self.advance(z, ahead_s)[0], self.cost)
 
-    def act(self, state: dict, lead_s: float = 0.0, iterations=None, candidates=None) -> np.ndarray:
+    def act(self, state: dict, lead_s=0.0, iterations=None, candidates=None, scored=None) -> np.ndarray:
         """The safe action for the latest belief. `lead_s`: how long after the belief's capture the action
-        will apply (the belief is carried that far first); `iterations`, `candidates`: a short final pass
-        after `refine` (planner defaults otherwise)."""
+        will apply (the belief is carried that far first); `iterations`, `candidates`, `scored`: a short
+        final pass after `refine` (planner defaults otherwise; `Planner.plan`)."""
         measured = np.asarray(state["joint"][:4], float)
         if self.z is None:  # no tick yet: hold where the arm is
             return self.safety.send_action(self._hold(), measured)
@@ -284,7 +284,7 @@ class MPCController:
             self._integrate(measured)
         self.since_act = 0
         t0 = self._started = time.perf_counter()
-        step = self._first_step(self.advance(self.z, lead_s), measured, iterations, candidates)
+        step = self._first_step(self.advance(self.z, lead_s), measured, iterations, candidates, scored)
         t1 = time.perf_counter()
         self.plan_ms.append((t1 - t0) * 1e3)
         action = self._absolute(step[None, None])[0, 0]

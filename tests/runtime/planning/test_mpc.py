@@ -191,3 +191,24 @@ def test_a_prior_step_starts_the_search_and_stays_a_candidate():
     with_prior, candidates = one_pass(first)
     assert (with_prior.actions[0] - first).norm() < (without.actions[0] - first).norm()
     assert torch.isclose(candidates[:, 0], first).all(-1).any()
+
+
+def test_a_pass_scoring_the_first_steps_keeps_the_plans_tail():
+    """`scored=2` on a horizon of 5: the candidates rolled out are 2 steps long, and the plan's later steps
+    come back as the mean held them (shifted by the warm start), while its first steps move toward the
+    optimum."""
+    goal = torch.tensor([0.3, -0.2, 0.05, 0.2])
+    cost = LatentGoalCost(goal, d_latent=D, action=0.0, rate=0.0)
+    planner = Planner(
+        PlannerConfig(candidates=64, horizon=5, iterations=3, elites=8, seed=2),
+        linear_rollout,
+        torch.full((A,), -1.0),
+        torch.full((A,), 1.0),
+    )
+    planner.plan(torch.zeros(D), cost)
+    tail = torch.cat((planner.mean[1:], planner.mean[-1:]), 0)[2:].clone()  # what the warm start shifts in
+    seen = []
+    planner.rollout = lambda z0, actions: seen.append(actions.shape) or linear_rollout(z0, actions)
+    plan = planner.plan(torch.zeros(D), cost, iterations=1, candidates=16, scored=2)
+    assert seen == [(16, 2, A)] and planner.path.shape == (2, D)
+    assert torch.equal(plan.actions[2:], tail) and plan.actions.shape == (5, A)
