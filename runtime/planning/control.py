@@ -4,10 +4,10 @@
 - `reset(env)`: the goal configuration is the inverse kinematics of the reach goal (or of a point behind the
   cube toward the push goal). With `goal="joint"` (the default) plans are costed on the arm joints the
   planning readout reads from each predicted state (runtime/world_model/readout.py), toward that configuration
-  moved by the belief's bias and integral action on the measured joints (see `_integrate`). With
-  `goal="image"` the arm is posed there, the policy camera renders it, the pose is undone, and the model
-  folds a few ticks of that image and pose into a goal latent whose q the plans approach (all of q weighs
-  alike there: no reach succeeded). The belief starts afresh.
+  moved by integral action on the measured joints (see `_integrate`). With `goal="image"` the arm is posed
+  there, the policy camera renders it, the pose is undone, and the model folds a few ticks of that image and
+  pose into a goal latent whose q the plans approach (all of q weighs alike there: no reach succeeded). The
+  belief starts afresh.
 - `observe(ticks)`: each V-sync tick goes through the model's streaming step (and the adapter, if any).
 - `act(state)`: CEM or MPPI (mpc.py) over `horizon` control steps of 0.1 s from the latest belief, through
   the model's transition (memory-corrected with an adapter); the first action passes the safety filter.
@@ -49,9 +49,8 @@ GOALS = ("joint", "image")
 # process, 32 pushes without deadline: 24 held, 22 searched). A reach searches it: held open, 37 of 40
 # reaches against 40 of 40, for reasons the model knows (it reads the gripper command as an input).
 GRIPPER = {"reach": None, "push": 1.0}
-INTEGRAL_GAIN = 0.1  # of the joint error, added to the goal each control step
+INTEGRAL_GAIN = 0.2  # of the joint error, added to the goal each control step
 INTEGRAL_LIMIT_RAD = 0.3
-BIAS_GAIN = 0.5  # of each control step's belief-minus-measured joint offset, into its running estimate
 # The push as the planner runs it, looser than the expert's, which it would never satisfy. In process (push,
 # 32 episodes, three full iterations, no deadline) the push as it is now reached 24; it reached 21 with the
 # cube 1.5 cm from the goal ending the push and no stop (`_follow_push`), and in 16 episodes 4 with the
@@ -164,7 +163,6 @@ class MPCController:
             self.integral = torch.zeros_like(self.goal_joints)
             self.pusher = ScriptedExpert(env) if base.task == "push" else None  # its waypoints, not its moves
         self.state, self.z, self.prev, self.since_act = self.model.initial_state(1), None, None, 0
-        self.bias = None  # the belief's joint reading minus the measured joints (`_integrate`)
         self.target = torch.as_tensor(
             base.action_for_targets(base.arm_target, -1.0)[:-1], dtype=torch.float32
         )
@@ -219,22 +217,13 @@ class MPCController:
         self.goal_joints = torch.as_tensor(self._ik.solve(waypoint, measured), dtype=torch.float32)
 
     def _integrate(self, measured: np.ndarray) -> None:
-        """Offset-free MPC: the goal the plans aim at moves by what the belief reads wrong now and by the
-        accumulated error between the goal and the measured joints.
-        - Output bias: the joints the planning readout reads from the latest belief minus the measured ones,
-          a running estimate (`BIAS_GAIN`). A plan that brings the belief's joints to goal + bias brings the
-          arm to the goal. With the integral alone (gain 0.2) the arm came within 0.2-0.6 cm of reach goals
-          and wandered 2-3 cm off again while the integral caught up (in process, 50 reaches: 45 against 47
-          with the bias and gain 0.1; the bias alone, 0 of the 5 that had failed).
-        - Integral: the model's predictions of where a held target settles are off by up to 0.1 rad, which
-          a reading of the present belief does not show (the arm stopped 2-4 cm from reach goals); the
-          integral removes the steady offset, bounded against windup."""
-        measured = torch.as_tensor(measured, dtype=torch.float32)
-        error = self.goal_joints - measured
+        """Integral action (offset-free MPC): the goal the plans aim at moves by the accumulated error
+        between the goal and the measured joints. The model's predictions of where a held target settles are
+        off by up to 0.1 rad, and a plan that aims right in the model ends that far off in the world (the arm
+        stopped 2-4 cm from reach goals); the integral removes the steady offset, bounded against windup."""
+        error = self.goal_joints - torch.as_tensor(measured, dtype=torch.float32)
         self.integral = (self.integral + INTEGRAL_GAIN * error).clamp(-INTEGRAL_LIMIT_RAD, INTEGRAL_LIMIT_RAD)
-        bias = self.readout(self.z)[0] - measured
-        self.bias = bias if self.bias is None else self.bias + BIAS_GAIN * (bias - self.bias)
-        self.cost.goal = self.goal_joints + self.integral + self.bias
+        self.cost.goal = self.goal_joints + self.integral
 
     @torch.no_grad()
     def _first_step(self, z: torch.Tensor, measured: np.ndarray, iterations, candidates, scored=None):
