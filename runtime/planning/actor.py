@@ -90,6 +90,8 @@ class _Teacher(MPCController):
         measured = np.asarray(state["joint"][:JOINTS], float)
         z = self.z[0].clone()
         action = super().act(state, *args, **kw)
+        if self.holding:  # within the goal tolerance: no plan chose this step
+            return action
         step = self.planner.mean[0].clone()  # the plan just chosen; its first step was applied
         self.samples.append((z, self.cost.goal.clone(), torch.as_tensor(measured, dtype=torch.float32), step))
         noisy = action.copy()

@@ -7,7 +7,15 @@ import torch
 
 from envs import manipulation_constants as C
 from envs.expert import HOVER_Z_M
-from runtime.planning.control import GRIPPER, INTEGRAL_LIMIT_RAD, PUSH_STYLE, STEP_RAD, MPCController
+from runtime.planning.control import (
+    ARRIVED_M,
+    GRIPPER,
+    INTEGRAL_LIMIT_RAD,
+    PUSH_STYLE,
+    RESUME_M,
+    STEP_RAD,
+    MPCController,
+)
 from runtime.planning.mpc import PlannerConfig
 from runtime.world_model import checkpoint
 from runtime.world_model.data import CollectConfig, collect_episode
@@ -97,17 +105,23 @@ def test_a_push_follows_the_experts_waypoints():
     assert hand[:2] == pytest.approx(cube - u * PUSH_STYLE.descend_offset, abs=0.01)
 
 
-def test_a_done_push_stops_the_arm_where_it_is_and_backs_off():
-    """The cube within `PUSH_STYLE.done_tol` of the goal: the push is done, the integral (wound up against
-    the cube) is dropped and the next plans start from the measured joints, toward the hand backed off."""
+def _controller_on(task: str):
+    """A small planner's controller reset on a fresh episode (seed 0) of `task`: (model, controller, env)."""
     import envs
 
     model, _ = checkpoint.load(checkpoint.DEFAULT_CHECKPOINT)
     controller = MPCController(model, PlannerConfig(candidates=32, horizon=4, iterations=1, elites=4))
-    env = envs.make("manipulation", "push", image_size=64, audio=False, action_mode="absolute")
+    env = envs.make("manipulation", task, image_size=64, audio=False, action_mode="absolute")
+    env.reset(seed=0)
+    controller.reset(env)
+    return model, controller, env
+
+
+def test_a_done_push_stops_the_arm_where_it_is_and_backs_off():
+    """The cube within `PUSH_STYLE.done_tol` of the goal: the push is done, the integral (wound up against
+    the cube) is dropped and the next plans start from the measured joints, toward the hand backed off."""
+    model, controller, env = _controller_on("push")
     try:
-        env.reset(seed=0)
-        controller.reset(env)
         state = env.unwrapped.state()
         goal = np.asarray(state["goal"][:2], float)
         near = {**state, "object": np.array([goal[0] - 0.01, goal[1], 0.025, 1, 0, 0, 0])}
@@ -120,6 +134,28 @@ def test_a_done_push_stops_the_arm_where_it_is_and_backs_off():
     assert controller.pusher.phase == "done" and torch.all(controller.integral == 0)
     np.testing.assert_allclose(controller.target.numpy(), measured, atol=1e-6)
     assert controller.goal_joints.shape == (4,) and torch.isfinite(controller.goal_joints).all()
+
+
+def test_a_reach_within_its_goal_tolerance_holds_until_it_drifts_out():
+    """The hand closer to the goal than `ARRIVED_M`: the target in force is held, no plan runs, the integral
+    rests. Moved off by less than `RESUME_M` it still holds (hysteresis); further, it plans again."""
+    model, controller, env = _controller_on("reach")
+    try:
+        base, state = env.unwrapped, env.unwrapped.state()
+        controller.z = torch.zeros(1, 2 * model.cfg.d_latent)
+        ee, between = np.asarray(state["ee"], float), (ARRIVED_M + RESUME_M) / 2
+        acts = []
+        for offset in (between, 0.5 * ARRIVED_M, between, 1.2 * RESUME_M):
+            base.goal = ee + np.array([offset, 0.0, 0.0])
+            before = (len(controller.plan_ms), controller.integral.clone())
+            action = controller.act(state)
+            acts.append((controller.holding, len(controller.plan_ms) - before[0], before[1], action))
+    finally:
+        env.close()
+    assert [(holding, plans) for holding, plans, *_ in acts] == [(False, 1), (True, 0), (True, 0), (False, 1)]
+    np.testing.assert_array_equal(acts[1][3], acts[0][3])  # the command in force, unchanged
+    np.testing.assert_array_equal(acts[2][3], acts[0][3])
+    assert torch.equal(acts[1][2], acts[2][2]) and torch.equal(acts[2][2], acts[3][2])  # resting while held
 
 
 def test_a_goal_outside_the_workspace_is_refused_with_a_clear_error():
