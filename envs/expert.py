@@ -71,11 +71,15 @@ class InverseKinematics:
             q = np.clip(q, self._low, self._high)
         return q
 
-    def miss(self, ee_target: np.ndarray, q: np.ndarray) -> float:
-        """How far (m) the end effector at joints `q` is from `ee_target`: a solution's leftover error."""
+    def position(self, q: np.ndarray) -> np.ndarray:
+        """The end effector's position (m) at arm joints `q` (forward kinematics)."""
         self.data.qpos[self._qadr] = q
         mujoco.mj_kinematics(self.model, self.data)
-        return float(np.linalg.norm(np.asarray(ee_target, float) - self.data.site_xpos[self._ee]))
+        return self.data.site_xpos[self._ee].copy()
+
+    def miss(self, ee_target: np.ndarray, q: np.ndarray) -> float:
+        """How far (m) the end effector at joints `q` is from `ee_target`: a solution's leftover error."""
+        return float(np.linalg.norm(np.asarray(ee_target, float) - self.position(q)))
 
 
 class ScriptedExpert:

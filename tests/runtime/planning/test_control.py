@@ -141,12 +141,12 @@ def test_a_reach_within_its_goal_tolerance_holds_until_it_drifts_out():
     rests. Moved off by less than `RESUME_M` it still holds (hysteresis); further, it plans again."""
     model, controller, env = _controller_on("reach")
     try:
-        base, state = env.unwrapped, env.unwrapped.state()
+        state = env.unwrapped.state()
         controller.z = torch.zeros(1, 2 * model.cfg.d_latent)
         ee, between = np.asarray(state["ee"], float), (ARRIVED_M + RESUME_M) / 2
         acts = []
         for offset in (between, 0.5 * ARRIVED_M, between, 1.2 * RESUME_M):
-            base.goal = ee + np.array([offset, 0.0, 0.0])
+            controller.goal_ee = ee + np.array([offset, 0.0, 0.0])
             before = (len(controller.plan_ms), controller.integral.clone())
             action = controller.act(state)
             acts.append((controller.holding, len(controller.plan_ms) - before[0], before[1], action))
