@@ -18,19 +18,24 @@ Per shift and variant:
   phase before the shift: the test's rate of firing with nothing changed;
 - `post_ratio`: mean error over the shifted phase / pre-shift mean;
 - `forget_ratio`: mean error over the phase after shifting back / pre-shift mean.
+And per shift, whether it can show in a one-step error at all (`world_change_m`, details): how far it moves
+the world in one tick, from the same state under the same command, beside the model's own one-step error.
 """
 
 import copy
 from dataclasses import dataclass
 
+import mujoco
 import numpy as np
 import torch
 
+import envs
 from envs.dynamics_shift import NAMED_SHIFTS, DynamicsShift
+from envs.expert import ScriptedExpert
 from runtime.adapt.online import VARIANTS, AdaptConfig, OnlineAdapter
 from runtime.world_model import evaluation as ev
 from runtime.world_model.data import CollectConfig, collect_episode
-from runtime.world_model.model import TICK_FIELDS
+from runtime.world_model.model import TICK_FIELDS, TICK_S
 
 SHIFTS = NAMED_SHIFTS
 HORIZONS = (1, 5)
@@ -84,6 +89,43 @@ def collect_run(model, shift: DynamicsShift, cfg: AdaptEvalConfig, progress=None
         if progress:
             progress()
     return run
+
+
+def world_change(shift: DynamicsShift, cfg: AdaptEvalConfig) -> float:
+    """How far (m) `shift` moves the world in one tick: at every control step of the first phase's scenes
+    (the scripted expert acting), the nominal world's state is copied into a shifted twin, both take the
+    same command for one tick, and the end-effector and cube positions are compared (their mean distance,
+    as the prediction errors are). A shift that moves the world much less than the model's own one-step
+    error cannot raise that error."""
+    moved = []
+    for i in range(cfg.phase):
+        pair = [envs.make("manipulation", audio=False, action_mode="absolute") for _ in range(2)]
+        try:
+            for env in pair:
+                env.reset(seed=cfg.seed + i)
+            nominal, shifted = (env.unwrapped for env in pair)
+            shifted.apply_shift(shift)
+            expert, saved = ScriptedExpert(pair[0]), mujoco.MjData(nominal.model)
+            tick = round(TICK_S / nominal.model.opt.timestep)
+            period = round(1.0 / nominal.control_hz / nominal.model.opt.timestep)
+            for _ in range(round(cfg.episode_seconds * nominal.control_hz)):
+                state = nominal.state()
+                action = expert.act({k: state[k] for k in ("ee", "object", "goal", "joint")})
+                nominal.apply_action(action)
+                mujoco.mj_copyData(shifted.data, shifted.model, nominal.data)
+                shifted.apply_action(action)  # through the shift's own mapping (a flipped joint)
+                mujoco.mj_copyData(saved, nominal.model, nominal.data)
+                nominal.advance_physics(tick)
+                shifted.advance_physics(tick)
+                a, b = nominal.state(), shifted.state()
+                ends = [np.r_[s["ee"], s["object"][:3]][None] for s in (a, b)]
+                moved.append(distance(*ends)[0])
+                mujoco.mj_copyData(nominal.data, nominal.model, saved)
+                nominal.advance_physics(period)
+        finally:
+            for env in pair:
+                env.close()
+    return float(np.mean(moved))
 
 
 def decode(probe: ev.Probe, z: torch.Tensor) -> np.ndarray:
@@ -168,4 +210,5 @@ def evaluate(model, probe: ev.Probe, cfg: AdaptEvalConfig, shifts=tuple(SHIFTS),
             details[f"{name}_status_{variant}"] = out["status"]
             if progress:
                 progress(name, variant)
+        details[f"{name}_world_change_m"] = world_change(SHIFTS[name], cfg)
     return results, details

@@ -319,3 +319,16 @@ def test_only_a_locked_record_is_watched(shipped):
     for locked in (False, True):
         live = LiveWorldModel(lock=DynamicsLock.seal(shipped.predictor, locked=locked), adapt=AdaptConfig())
         assert (live.watch is not None) == locked and not live.tripped
+
+
+def test_the_world_change_of_a_shift_is_measured_from_the_same_state():
+    """The nominal world as its own twin moves nothing (same state, same command, same physics); the
+    shoulder's flipped command moves the hand by centimetres in one tick, a 4x cube by a fraction of a
+    millimetre."""
+    from envs.dynamics_shift import NAMED_SHIFTS, DynamicsShift
+    from runtime.adapt.evaluation import AdaptEvalConfig, world_change
+
+    cfg = AdaptEvalConfig(phase=1, episode_seconds=2.0)
+    assert world_change(DynamicsShift(), cfg) == 0.0
+    assert world_change(NAMED_SHIFTS["flip"], cfg) > 0.01
+    assert 0.0 < world_change(NAMED_SHIFTS["mass"], cfg) < 0.001
