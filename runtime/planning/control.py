@@ -178,7 +178,7 @@ class MPCController:
                 if base.task != "reach":
                     raise ValueError(f"a named goal is an arm pose to reach, not a {base.task} goal")
                 q_goal = self.goals.recall(self.goal_name)
-                lo, hi = env.action_space.low[:-1], env.action_space.high[:-1]
+                lo, hi = low[:-1].numpy(), high[:-1].numpy()  # the arm's target ranges
                 if not (np.all(q_goal >= lo) and np.all(q_goal <= hi)):
                     raise ValueError(
                         f"goal {self.goal_name!r} {np.round(q_goal, 3).tolist()} rad is outside the arm's "
