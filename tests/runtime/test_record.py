@@ -215,44 +215,57 @@ def test_file_layout_is_plain_mcap(recorded):
     assert recording_summary(session.out).topics == sent
 
 
-def _check_timing(got, recorded_by_topic, speed: float) -> None:
+def _timing_faults(got, recorded_by_topic, speed: float) -> list[str]:
     """Per topic, the replayed spacing follows the capture spacing divided by `speed`: arrival times minus
     expected times are a constant (the hop) within a few ms for most messages, and that constant does not
-    drift between the first and last quarter of the replay.
+    drift between the first and last quarter of the replay. Returns what is wrong, empty when nothing is.
 
     Robust statistics on purpose: a loaded 2-core CI machine can deschedule the replay or this test's
-    receiving loop for a few hundred ms (it did once, in CI: 25 late joint messages in a row), which makes
-    one burst of late arrivals. A pacing bug (wrong sleep, drift, bursts, a wrong speed factor) moves most
-    messages or the trend, which these checks catch."""
+    receiving loop for a few hundred ms, which makes one burst of late arrivals. A pacing bug (wrong sleep,
+    drift, bursts, a wrong speed factor) moves most messages or the trend, which these checks catch."""
+    faults = []
     for topic, original in recorded_by_topic.items():
         recv = np.array([t for t, m in got if m.topic == topic], dtype=np.int64)
         capture = np.array([m.capture_ns for m in original], dtype=np.int64)
         expected = (capture - capture[0]) / speed
         error = (recv - recv[0] - expected) / 1e6
         jitter_ms = np.abs(error - np.median(error))
-        assert np.median(jitter_ms) < 3, f"{topic}: median timing error {np.median(jitter_ms):.1f} ms"
+        if np.median(jitter_ms) >= 3:
+            faults.append(f"{topic}: median timing error {np.median(jitter_ms):.1f} ms")
         on_time = float(np.mean(jitter_ms < 10))
-        assert on_time >= 0.75, f"{topic}: only {on_time:.0%} of messages within 10 ms of their slot"
+        if on_time < 0.75:
+            faults.append(f"{topic}: only {on_time:.0%} of messages within 10 ms of their slot")
         quarter = max(len(error) // 4, 1)
         drift_ms = np.median(error[-quarter:]) - np.median(error[:quarter])
         want_ms = expected[-1] / 1e6
-        assert abs(drift_ms) < 0.02 * want_ms + 5, f"{topic}: drifted {drift_ms:.1f} ms over {want_ms:.0f} ms"
+        if abs(drift_ms) >= 0.02 * want_ms + 5:
+            faults.append(f"{topic}: drifted {drift_ms:.1f} ms over {want_ms:.0f} ms")
+    return faults
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(90)
 @pytest.mark.parametrize("speed", [1.0, 4.0])
 def test_replay_is_bit_exact_with_original_timing(recorded, short_dir, speed):
     """`launch.replay` republishes every recorded message unchanged (topic, seq, capture_ns, send_ns, source,
-    kind, dtype, shape, payload), in order per topic, with capture spacing scaled by 1/speed."""
+    kind, dtype, shape, payload), in order per topic, with capture spacing scaled by 1/speed.
+
+    Timing gets a second replay if the first one misses: CI twice stalled this 2-core machine for up to
+    0.9 s in the middle of a 3 s replay (a third of the joint messages late in one burst). A stall does not
+    come back on cue; a pacing bug is deterministic and fails both replays."""
     session, _, _ = recorded
     original = list(read_recording(session.out))
-    got, out = _replay(session.out, short_dir, speed)
-    assert len(got) == len(original), out
     by_topic = {t: [m for m in original if m.topic == t] for t in TOPICS}
-    for topic in TOPICS:
-        replayed = [_fields(m) for _, m in got if m.topic == topic]
-        assert replayed == [_fields(m) for m in by_topic[topic]], f"{topic}: replay differs"
-    _check_timing(got, by_topic, speed)
+    faults: list[list[str]] = []
+    for _attempt in range(2):
+        got, out = _replay(session.out, short_dir, speed)
+        assert len(got) == len(original), out
+        for topic in TOPICS:
+            replayed = [_fields(m) for _, m in got if m.topic == topic]
+            assert replayed == [_fields(m) for m in by_topic[topic]], f"{topic}: replay differs"
+        faults.append(_timing_faults(got, by_topic, speed))
+        if not faults[-1]:
+            break
+    assert not faults[-1], f"timing off in both replays: {faults}"
 
 
 @pytest.mark.timeout(60)
