@@ -5,9 +5,10 @@ import os
 import platform
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -45,6 +46,22 @@ def machine_info() -> dict:
     }
 
 
+def summarize_samples(values_ms) -> dict:
+    """Count, p50, p95, p99 and max of one latency series in ms; non-finite values are left out."""
+    values = np.asarray(values_ms, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return {"count": 0, "p50": None, "p95": None, "p99": None, "max": None}
+    p50, p95, p99 = np.percentile(values, [50, 95, 99])
+    return {
+        "count": int(values.size),
+        "p50": float(p50),
+        "p95": float(p95),
+        "p99": float(p99),
+        "max": float(values.max()),
+    }
+
+
 @dataclass
 class Report:
     benchmark: str
@@ -54,6 +71,11 @@ class Report:
     details: dict = field(default_factory=dict)
     machine: dict = field(default_factory=machine_info)
     created_unix_s: float = field(default_factory=time.time)
+    # Per-frame latencies (ms) in time order, by series name; summarised, not dumped, in the JSON
+    # because a series can hold 100k values.
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)  # group -> ordered {stage: p50 ms}
+    budget_ms: float | None = None  # per-frame budget: drawn on the plots, miss rates counted against it
 
     def met(self) -> dict[str, bool]:
         out = {}
@@ -63,7 +85,11 @@ class Report:
         return out
 
     def write_json(self, path: Path) -> None:
-        payload = asdict(self)
+        payload = asdict(replace(self, samples={}))  # replace first: asdict would deep-copy every sample
+        del payload["samples"]
+        payload["samples_summary"] = {
+            name: summarize_samples(values) for name, values in self.samples.items()
+        }
         payload["targets"] = {k: {"op": op, "value": v} for k, (op, v) in self.targets.items()}
         payload["targets_met"] = self.met()
         path.parent.mkdir(parents=True, exist_ok=True)
