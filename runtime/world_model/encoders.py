@@ -74,12 +74,18 @@ class AudioEncoder(nn.Module):
         self.conv = nn.Conv1d(N_MELS, 64, 3, padding=1)
         self.head = nn.Linear(64, d)
         self.max_chunks = max_chunks
+        starts = torch.arange(0, max_chunks * CHUNK + 1, HOP)  # centred frames of the padded signal
+        self.register_buffer("frame_index", starts[:, None] + torch.arange(N_FFT), persistent=False)
 
     def log_mel(self, signal: torch.Tensor) -> torch.Tensor:
         """(B, samples) -> (B, N_MELS, frames): Hann-windowed power spectra every HOP samples, centred frames
         (reflect-padded, as torch.stft(center=True)), on the mel bank. One matmul for all frames' DFTs."""
         padded = F.pad(signal[:, None], (N_FFT // 2, N_FFT // 2), mode="reflect")[:, 0]
-        spec = padded.unfold(-1, N_FFT, HOP) @ self.dft  # (B, frames, 2 * bins): real, imaginary
+        if signal.shape[-1] == self.max_chunks * CHUNK:  # the frames by a fixed index: ONNX has no unfold
+            frames = padded[:, self.frame_index]
+        else:
+            frames = padded.unfold(-1, N_FFT, HOP)
+        spec = frames @ self.dft  # (B, frames, 2 * bins): real, imaginary
         bins = N_FFT // 2 + 1
         power = spec[..., :bins].square() + spec[..., bins:].square()
         return torch.log(power @ self.mel + 1e-6).transpose(1, 2)
@@ -169,15 +175,17 @@ class TickEncoder(nn.Module):
 
         A modality whose input is not finite is masked too (and its input zeroed), so no NaN gets through."""
         image = image.float() if image.dtype != torch.uint8 else image
-        inputs = [image, audio, joint, action]
+        inputs, present = [image, audio, joint, action], None
         for m, x in enumerate(inputs):
             if x.dtype != torch.uint8:
                 finite = torch.isfinite(x.flatten(1)).all(-1)
-                if not bool(finite.all()):  # the rare path: mask the modality, zero its input
-                    mask = mask.clone()
-                    mask[:, m] &= finite
+                # the rare path: mask the modality, zero its input (always, in a traced graph: no branches)
+                if torch.jit.is_tracing() or not bool(finite.all()):
+                    present = list(mask.unbind(1)) if present is None else present
+                    present[m] = present[m] & finite
                     inputs[m] = torch.where(finite.view(-1, *([1] * (x.dim() - 1))), x, torch.zeros_like(x))
         image, audio, joint, action = inputs
+        mask = mask if present is None else torch.stack(present, 1)
         tokens = torch.stack(
             (self.vision(image), self.audio(audio, chunks), self.joint(joint), self.action(action)), 1
         )  # (B, 4, d_token)

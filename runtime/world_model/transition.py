@@ -111,7 +111,8 @@ class Transition(nn.Module):
         gamma, inv_mass, steps = F.softplus(self.raw_gamma), torch.exp(self.log_inv_mass), actions.shape[1]
         # Each torch call costs ~10 us of dispatch here, about what its arithmetic costs at 256 x 32: a plan's
         # rollout is mostly calls, so the loop makes few (fused multiply-adds, per-step views made at once).
-        if bool((dt == dt[0, 0]).all()):  # one step size, the planner's case: scalars and (D,) vectors
+        # one step size, the planner's case: scalars and (D,) vectors (a traced graph takes dt per step)
+        if not torch.jit.is_tracing() and bool((dt == dt[0, 0]).all()):
             h = float(dt[0, 0]) / 2
             halves, decays, drifts = [h] * steps, [torch.exp(-gamma * h)] * steps, [2 * h * inv_mass] * steps
             kicks = ((h * actions) @ self.b.T).unbind(1)  # the action's push over half a step

@@ -1,0 +1,221 @@
+"""ONNX export of the shipped checkpoint and its execution in onnxruntime (runtime/export)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from runtime.export.onnx_export import MANIFEST, ROLLOUT_TICKS, example_inputs, export, graphs
+from runtime.export.session import (
+    ExportError,
+    OnnxEngine,
+    OrtRollout,
+    OrtWorldModel,
+    load_manifest,
+    session,
+)
+from runtime.world_model import checkpoint
+from runtime.world_model.data import CollectConfig, collect_episode
+from runtime.world_model.model import TICK_FIELDS
+
+TOL = 1e-4  # the issue's fp32 parity bound, max absolute error
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("export")
+    return out, export(None, out, int8=True)
+
+
+@pytest.fixture(scope="module")
+def model():
+    m, _ = checkpoint.load()
+    m.directory = checkpoint.DEFAULT_CHECKPOINT
+    return m
+
+
+@pytest.fixture(scope="module")
+def episode():
+    return collect_episode(CollectConfig(episode_seconds=3.0, random_fraction=0.0), 321)
+
+
+def _torch_outputs(module, graph, x):
+    with torch.no_grad():
+        out = module(*(torch.from_numpy(x[k]) for k in graph.inputs))
+    return [o.numpy() for o in (out if isinstance(out, tuple | list) else (out,))]
+
+
+def _gap(name, got, want) -> float:
+    """Largest absolute difference; the layers' energy (a diagnostic in the thousands) relative to it."""
+    if name == "energy":
+        return float(np.abs(got - want).max() / max(np.abs(want).max(), 1.0))
+    return float(np.abs(got - want).max())
+
+
+def test_every_graph_is_written_checked_and_hashed(exported):
+    """The export holds the tick graph, its parts, the rollout and the actor (opset 17), int8 versions of
+    tick, rollout and actor, and a manifest with the SHA-256 of every file, which loads."""
+    out, manifest = exported
+    assert set(manifest["graphs"]) == {"tick", "encoders", "backbone_step", "rollout", "actor"}
+    assert manifest["opset"] >= 17 and manifest["rollout_ticks"] == ROLLOUT_TICKS
+    files = {e["file"] for e in manifest["graphs"].values()} | {
+        e["int8"] for e in manifest["graphs"].values() if "int8" in e
+    }
+    assert files == set(manifest["files"]) and len(files) == 8
+    assert load_manifest(out)["files"] == manifest["files"]
+
+
+@pytest.mark.parametrize("name", ["tick", "encoders", "backbone_step", "rollout", "actor"])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_onnx_matches_torch_on_random_inputs(exported, model, name, batch):
+    """Every exported graph, in onnxruntime fp32, gives torch's outputs within 1e-4 on random inputs, at
+    batch 1 and at another batch size (the batch axis is dynamic)."""
+    out, manifest = exported
+    graph, module = graphs(model, True)[name]
+    x = example_inputs(model, name, batch=batch, seed=11 + batch)
+    got = session(out / manifest["graphs"][name]["file"], 1).run(None, x)
+    want = _torch_outputs(module, graph, x)
+    for n, g, w in zip(graph.outputs, got, want, strict=True):
+        assert g.shape == w.shape, n
+        assert _gap(n, g, w) <= TOL, f"{name}.{n}: {_gap(n, g, w):.2e}"
+
+
+def test_onnx_tick_matches_torch_streaming_real_ticks(exported, model, episode):
+    """Streaming a real episode from our simulator tick by tick (camera, audio, joints, action, the belief
+    state carried), the export's z and state stay within 1e-4 of torch's at every tick."""
+    out, _ = exported
+    ort = OrtWorldModel(out, threads=1)
+    state_t, state_o = model.initial_state(1), ort.initial_state(1)
+    worst = 0.0
+    with torch.no_grad():
+        for t in range(len(episode["joint"])):
+            x = {k: torch.from_numpy(np.asarray(episode[k][t : t + 1])) for k in TICK_FIELDS}
+            state_t, z_t, _ = model.step(state_t, x)
+            state_o, z_o, _ = ort.step(state_o, x)
+            worst = max(worst, float((z_t - z_o).abs().max()))
+            worst = max(
+                worst, max(float(np.abs(a.numpy() - b).max()) for a, b in zip(state_t, state_o, strict=True))
+            )
+    assert worst <= TOL, worst
+
+
+def test_a_30_step_rollout_in_onnxruntime_matches_torch(exported, model, episode):
+    """From real beliefs, a 30-tick open-loop rollout under the episode's actions and dt through the
+    export's rollout graph matches torch's rollout at every step within 1e-4."""
+    out, _ = exported
+    with torch.no_grad():
+        batch = {k: torch.from_numpy(np.asarray(episode[k][None])) for k in TICK_FIELDS}
+        z = model(batch)[0][0]  # (T, 2D)
+    starts = [0, 20, 40]
+    z0 = z[starts]
+    actions = torch.stack(
+        [torch.from_numpy(episode["action"][s + 1 : s + 1 + ROLLOUT_TICKS]) for s in starts]
+    )
+    dt = torch.stack(
+        [torch.from_numpy(episode["dt_eff"][s + 1 : s + 1 + ROLLOUT_TICKS]).float() for s in starts]
+    )
+    with torch.no_grad():
+        want = model.rollout(z0, actions, dt)
+        uniform = model.rollout(z0, actions, torch.full_like(dt, 1 / 30))  # the planner's constant-step path
+    got = OrtRollout(out)(z0, actions, dt)
+    assert got.shape == (3, ROLLOUT_TICKS, z.shape[1])
+    assert float((got - want).abs().max()) <= TOL
+    assert float((OrtRollout(out)(z0, actions, torch.full_like(dt, 1 / 30)) - uniform).abs().max()) <= TOL
+
+
+def test_a_tampered_or_missing_file_is_refused_with_its_path_and_both_hashes(exported, tmp_path):
+    """One byte changed in a graph: loading names the file and gives its hash and the manifest's. A file
+    deleted: refused, naming it. Nothing is loaded either way."""
+    out, manifest = exported
+    copy = tmp_path / "export"
+    shutil.copytree(out, copy)
+    target = copy / "tick.onnx"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    actual = checkpoint.sha256(target)
+    with pytest.raises(ExportError) as err:
+        OrtWorldModel(copy)
+    message = str(err.value)
+    assert str(target) in message and actual in message and manifest["files"]["tick.onnx"] in message
+    target.unlink()
+    with pytest.raises(ExportError, match=f"{target}.*missing"):
+        load_manifest(copy)
+
+
+def test_a_provider_that_is_not_installed_is_refused_listing_the_available_ones(exported):
+    """Asking for CUDA on a CPU-only onnxruntime: an error naming the provider and listing those there are."""
+    import onnxruntime
+
+    available = onnxruntime.get_available_providers()
+    if "CUDAExecutionProvider" in available:
+        pytest.skip("this onnxruntime has CUDA")
+    out, _ = exported
+    with pytest.raises(ExportError) as err:
+        OrtWorldModel(out, provider="CUDAExecutionProvider")
+    assert "CUDAExecutionProvider" in str(err.value)
+    assert all(p in str(err.value) for p in available)
+
+
+def test_an_export_of_other_weights_or_format_is_refused(exported, tmp_path):
+    """An export made from other weights than the checkpoint in use is refused (export again), and so is a
+    manifest of another format version."""
+    out, _ = exported
+    with pytest.raises(ExportError, match="other weights"):
+        OnnxEngine(out).check("0" * 64)
+    copy = tmp_path / "export"
+    shutil.copytree(out, copy)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["format_version"] = 999
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ExportError, match="format 999"):
+        load_manifest(copy)
+
+
+def test_int8_latents_stay_close_to_fp32(exported, episode):
+    """The int8 tick graph (the learned linear layers' weights in int8) runs and the positions half of its
+    latents (q, what the sensors say now) stays within a few percent of fp32's on a real episode
+    (`launch.bench model` reports the probe R^2 drop). Quantizing the audio DFT and the keypoint grid as
+    well put them 5 % apart at the median and 47 % at the 90th percentile."""
+    from runtime.benchmarks.runtimes import episode_latents
+
+    out, _ = exported
+    with torch.no_grad():
+        z32 = episode_latents(OrtWorldModel(out, precision="fp32"), episode)
+        z8 = episode_latents(OrtWorldModel(out, precision="int8"), episode)
+    assert np.isfinite(z8).all()
+    q = slice(0, z32.shape[1] // 2)
+    relative = np.linalg.norm(z8[:, q] - z32[:, q], axis=1) / np.linalg.norm(z32[:, q], axis=1)
+    assert 0 < np.median(relative) < 0.03 and np.percentile(relative, 90) < 0.1, np.percentile(
+        relative, [50, 90]
+    )
+
+
+def test_the_live_brain_steps_its_belief_in_onnxruntime(exported, episode):
+    """`LiveWorldModel` with an onnxruntime engine steps the export and gives the torch brain's belief; with
+    a checkpoint the export was not made from, it refuses to start."""
+    from nodes.brain import check_params
+    from runtime.graph import load_graph
+    from runtime.world_model.live import LiveWorldModel
+
+    out, _ = exported
+    graph = load_graph("sim_mpc")
+    params = dict(graph.nodes["brain"].params)
+    check_params({**params, "runtime": "onnxruntime", "onnx": str(out)}, graph)
+    with pytest.raises(ValueError, match="`onnx`: .*not an ONNX export"):
+        check_params({**params, "runtime": "onnxruntime", "onnx": str(out / "nowhere")}, graph)
+    with pytest.raises(ValueError, match="`runtime` must be one of"):
+        check_params({**params, "runtime": "tensorflow"}, graph)
+    with pytest.raises(ValueError, match="needs `onnx`"):
+        check_params({**params, "runtime": "onnxruntime"}, graph)
+    torch_brain = LiveWorldModel()
+    ort_brain = LiveWorldModel(onnx=OnnxEngine(out))
+    assert ort_brain.belief_model is not ort_brain.model
+    for t in range(30):
+        x = {k: torch.from_numpy(np.asarray(episode[k][t : t + 1])) for k in TICK_FIELDS}
+        with torch.no_grad():
+            torch_brain.state, z_t, _ = torch_brain.model.step(torch_brain.state, x)
+            ort_brain.state, z_o, _ = ort_brain.belief_model.step(ort_brain.state, x)
+        assert float((z_t - z_o).abs().max()) <= TOL
