@@ -97,6 +97,12 @@ class SimConfig:
     """Write the dashboard's figures here as JSON, once a second and at exit (`streams` with per-stream
     `rate_hz`, `stale`, `latency_p50_ms`; `ticks`; `e2e_p50_ms`, `e2e_p99_ms`; `episodes`, `successes`;
     `memory_entries`; `locked`)."""
+    profile: str | None = None
+    """Run the brain as this device profile says (firmware_profiles/devices/NAME.toml): its engine, threads,
+    precision, policy (for `--policy mpc|actor`) and planner budget. An onnxruntime profile runs the export in
+    `--export-dir`/NAME, made first if absent (python -m launch.export)."""
+    export_dir: Path = Path("results/export")
+    """Where device profiles' ONNX exports live, one directory per profile."""
 
     def __post_init__(self):
         if self.seconds is not None and not self.seconds > 0:
@@ -501,6 +507,35 @@ def with_sensors(graph: Graph, sensors: dict[str, dict]) -> Graph:
     return load_graph(path)
 
 
+def profile_params(cfg: SimConfig, graph: Graph) -> dict:
+    """The brain's params for `--profile`: engine, threads, precision and provider, the policy and the
+    planner's budget; an onnxruntime profile's export is made here if absent, before anything starts."""
+    from runtime.profiles import load_device
+
+    profile = load_device(cfg.profile)  # a ProfileError is a ValueError: refused before anything starts
+    brain = graph.nodes["brain"].params
+    params = {"threads": profile.compute.threads, "runtime": profile.runtime.engine}
+    if profile.runtime.engine == "onnxruntime":
+        from runtime.export.session import ensure_export
+
+        directory = cfg.export_dir / profile.name
+        ensure_export(directory, profile=profile.name)
+        params.update(
+            onnx=str(directory), provider=profile.runtime.provider, precision=profile.runtime.precision
+        )
+    if cfg.policy in ("mpc", "actor"):
+        params["policy"] = profile.policy.kind
+        params["plan_deadline_ms"] = profile.policy.plan_deadline_ms
+        planner = dict(brain.get("planner") or {})
+        params["planner"] = {
+            **planner,
+            "candidates": profile.policy.candidates,
+            "iterations": profile.policy.iterations,
+            "elites": min(int(planner.get("elites", 32)), profile.policy.candidates),
+        }
+    return params
+
+
 def prepare(cfg: SimConfig) -> tuple[Graph, dict]:
     """Everything that can refuse bad input, before any process starts."""
     envs.check_name(cfg.env, cfg.task)
@@ -522,6 +557,8 @@ def prepare(cfg: SimConfig) -> tuple[Graph, dict]:
             params["expert"]["policy"] = "random"
     if cfg.shift is not None:
         params["sim"]["shift"] = cfg.shift
+    if cfg.profile is not None and "brain" in graph.nodes:
+        params["brain"] = {**params.get("brain", {}), **profile_params(cfg, graph)}
     sensors = sensor_params(cfg)
     for node, node_params in list(sensors.items()):
         problem = probe_sensor(node, node_params)

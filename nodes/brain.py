@@ -9,6 +9,10 @@ Each tick then goes through the world model (`world_model` param: `default` for 
 checkpoint directory, or `none`): one streaming step, its time, the backbone's energy and the one-tick
 prediction error, published per tick on `brain/model` (`runtime/world_model/live.py`).
 
+`runtime: onnxruntime` steps the belief with the checkpoint's ONNX export instead (`onnx`: its directory, made
+by `python -m launch.export`; `precision`: fp32 or int8; `provider`; `threads`: intra-op threads, default 1);
+the planner's rollouts, the memory and the learner stay in torch. An export from other weights is refused.
+
 Online adaptation (`adapt` param: `both`, the default, `memory`, `learner` or `none`; runtime/adapt) runs on
 every tick, the learner's rounds one Adam step per tick (after the tick's action is out). `lock`: a
 dynamics-lock record (JSON, made by `runtime.adapt.lock.DynamicsLock.seal`) or none; a locked brain refuses
@@ -36,6 +40,7 @@ its four streams, so they do not enter the belief.
 import logging
 import time
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 
@@ -124,6 +129,36 @@ def lock_record(params: dict):
 
 # actor: the policy distilled from the planner (runtime/planning/actor.py)
 POLICIES = ("none", "mpc", "actor")
+RUNTIMES = ("torch", "onnxruntime")
+
+
+def onnx_engine(params: dict):
+    """`runtime: onnxruntime` as an OnnxEngine (the export in `onnx`, `provider`, `precision`) checked
+    against the checkpoint, or None for `runtime: torch`; raises ValueError naming the field."""
+    runtime = str(params.get("runtime", "torch"))
+    if runtime not in RUNTIMES:
+        raise ValueError(f"`runtime` must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if not int(params.get("threads", 1)) >= 1:
+        raise ValueError(f"`threads` must be >= 1, got {params.get('threads')}")
+    if runtime == "torch":
+        return None
+    from runtime.export.session import ExportError, OnnxEngine
+
+    if params.get("onnx") is None:
+        raise ValueError("`runtime: onnxruntime` needs `onnx`: an export directory (python -m launch.export)")
+    path = world_model_path(params)
+    if path is None:
+        raise ValueError("`runtime: onnxruntime` runs the world model: `world_model` cannot be none")
+    try:
+        engine = OnnxEngine(
+            Path(params["onnx"]),
+            str(params.get("provider", "CPUExecutionProvider")),
+            str(params.get("precision", "fp32")),
+        )
+        engine.check(checkpoint.read_manifest(path)["files"][checkpoint.WEIGHTS])
+    except ExportError as exc:
+        raise ValueError(f"`onnx`: {exc}") from None
+    return engine
 
 
 def planner_config(params: dict):
@@ -140,6 +175,7 @@ def planner_config(params: dict):
 def check_params(params: dict, graph: Graph) -> None:
     """Called by launch entry points before any process starts."""
     adapt_config(params)
+    onnx_engine(params)
     policy = str(params.get("policy", "none"))
     if policy not in POLICIES:
         raise ValueError(f"`policy` must be one of {', '.join(POLICIES)}, got {policy!r}")
@@ -195,10 +231,21 @@ class BrainNode(Node):
         if path is not None:
             from runtime.world_model.live import LiveWorldModel  # torch only where a model runs
 
+            engine = onnx_engine(self.params)
             self.world_model = LiveWorldModel(
-                path, adapt=adapt_config(self.params), lock=lock_record(self.params), on_violation=self.stop
+                path,
+                threads=int(self.params.get("threads", 1)),
+                adapt=adapt_config(self.params),
+                lock=lock_record(self.params),
+                on_violation=self.stop,
+                onnx=engine,
             )
-            log.info("brain: world model %s (%s)", path, self.world_model.manifest.get("command"))
+            log.info(
+                "brain: world model %s (%s), belief in %s",
+                path,
+                self.world_model.manifest.get("command"),
+                "torch" if engine is None else f"onnxruntime {engine.precision} {engine.directory}",
+            )
         self.planner = None
         if self.params.get("policy", "none") in ("mpc", "actor"):
             from runtime.planning import actor

@@ -87,13 +87,16 @@ class MPCController:
         search_ahead: bool = False,
         goals=None,
         goal_name: str | None = None,
+        rollout=None,
     ):
         """`goals`, `goal_name`: a reach toward the arm pose stored under that name in a `GoalBook`
         (goals.py) instead of the env's goal point. `prior`: a policy (the distilled actor,
         runtime/planning/actor.py) whose step the search starts from and keeps as a candidate (in-process
         reaching, 20 episodes with the 25 ms deadline: 16 reached without, 20 with). `search_ahead`: on
         the ticks between control steps, one search iteration on the next plan, from the belief carried to
-        when it is due, as the live brain does in its spare time."""
+        when it is due, as the live brain does in its spare time. `rollout`: what rolls the plans out
+        when no adapter corrects them, `(z0, actions, dt) -> z` (default the model's; an onnxruntime
+        export's, runtime/export/session.py `OrtRollout`)."""
         if goal not in GOALS:
             raise ValueError(f"`goal` must be one of {GOALS}, got {goal!r}")
         self.model, self.adapter, self.deadline_s, self.goal = model, adapter, deadline_s, goal
@@ -107,6 +110,7 @@ class MPCController:
         if goal_name is not None and (goals is None or goal != "joint"):
             raise ValueError("a named goal needs `goals` (a GoalBook) and `goal='joint'`")
         self.goals, self.goal_name = goals, goal_name
+        self.rollout = rollout or model.rollout
         self.since_act = 0  # ticks observed since the last action
         self.plan_ms: list[float] = []
         self.safety_ms = 0.0  # the last action's time in the safety filter
@@ -214,7 +218,7 @@ class MPCController:
         dt = torch.full(actions.shape[:2], self.dt)
         if self.adapter is not None:
             return self.adapter.rollout(z0, actions, dt, held=self._in_force())[:, n - 1 :: n]
-        return self.model.rollout(z0, actions, dt)[:, n - 1 :: n]
+        return self.rollout(z0, actions, dt)[:, n - 1 :: n]
 
     @torch.no_grad()
     def observe(self, ticks) -> None:

@@ -50,13 +50,27 @@ class LiveWorldModel:
         lock=None,
         on_violation=None,
         recheck_ticks: int = 300,
+        onnx=None,
     ):
-        """`adapt`: an `AdaptConfig` (None: no adaptation); `lock`: a `DynamicsLock` for the transition."""
+        """`adapt`: an `AdaptConfig` (None: no adaptation); `lock`: a `DynamicsLock` for the transition;
+        `onnx`: an `OnnxEngine` (runtime/export/session.py) to run each tick's belief in onnxruntime instead
+        of torch, from an export of this checkpoint (refused if it was made from other weights)."""
         torch.set_num_threads(threads)
         self.model, self.manifest = checkpoint.load(
             Path(directory) if directory else checkpoint.DEFAULT_CHECKPOINT
         )
-        self.state = self.model.initial_state(1)
+        self.belief_model = self.model  # what steps the belief: the torch model or its onnxruntime export
+        if onnx is not None:
+            from runtime.export.session import OrtWorldModel
+
+            self.belief_model = OrtWorldModel(
+                onnx.directory,
+                threads,
+                onnx.provider,
+                onnx.precision,
+                weights_sha256=self.manifest["files"][checkpoint.WEIGHTS],
+            )
+        self.state = self.belief_model.initial_state(1)
         self.z = None
         self.refused = 0
         self.ticks = 0
@@ -92,7 +106,7 @@ class LiveWorldModel:
         t0 = time.perf_counter()
         with torch.no_grad():  # not inference_mode: the learner's weights must stay trainable
             try:
-                state, z, aux = self.model.step(self.state, x)
+                state, z, aux = self.belief_model.step(self.state, x)
             except ValueError:
                 self.refused += 1
                 self.z = None  # the next prediction would span two ticks with one tick's dt
@@ -165,7 +179,7 @@ class LiveWorldModel:
                 energy,
                 err,
                 z_norm,
-                self.model.dt_clamped,
+                self.belief_model.dt_clamped,
                 self.refused,
                 status.get("memory_entries", 0),
                 status.get("crystallized", 0),
