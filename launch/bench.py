@@ -169,7 +169,7 @@ def _finish(report, cmd, profile: str | None = None) -> int:
         from runtime.profiles import load_device
 
         summary = load_device(profile).summary() if profile is not None else None
-        print(f"wrote {write_report(report, cmd.report, summary)}")
+        print(f"wrote {write_report(report, cmd.report, summary, type(cmd).__doc__)}")
     return 0
 
 

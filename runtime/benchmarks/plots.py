@@ -87,7 +87,7 @@ def plot_latency_hist(series: dict[str, np.ndarray], budget_ms: float | None, pa
     ax.set_xlabel("latency per frame (ms" + (", log scale)" if log_x else ")"))
     ax.set_ylabel("fraction of frames")
     ax.set_title("latency distribution")
-    ax.legend(fontsize="small")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")  # outside: many series overlap
     _save(fig, path)
 
 
@@ -160,6 +160,8 @@ def _cell(value) -> str:
     """A Markdown table cell: numbers as in the console table, pipes escaped."""
     if isinstance(value, float):
         text = f"{value:,.3f}"
+    elif isinstance(value, dict):  # e.g. per-stage figures: "send 0.006, transport 0.358, ..."
+        text = ", ".join(f"{k} {v:,.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items())
     elif value is None:
         text = "—"
     else:
@@ -223,7 +225,7 @@ def _stages_section(stages: dict[str, dict[str, float]]) -> list[str]:
     groups = list(stages)
     stage_names = list(dict.fromkeys(name for parts in stages.values() for name in parts))
     rows = [[name, *(stages[g].get(name) for g in groups)] for name in stage_names]
-    rows.append(["**total**", *(sum(stages[g].values()) for g in groups)])
+    rows.append(["**sum of the stages' p50s**", *(sum(stages[g].values()) for g in groups)])
     return lines + _table(["stage", *groups], rows)
 
 
@@ -253,7 +255,9 @@ def _image_section(title: str, filename: str, drawn: bool, caption: str, missing
     return lines + [f"![{title}]({filename})", "", f"_{caption}_", ""]
 
 
-def write_report(report: Report, directory: Path, profile_summary: str | None = None) -> Path:
+def write_report(
+    report: Report, directory: Path, profile_summary: str | None = None, about: str | None = None
+) -> Path:
     """Write report.md and its plots (latency histogram, stage bars, latency over time) into directory.
 
     A plot without data (no samples, no stages) is not drawn, any stale copy of it is removed so the
@@ -288,14 +292,15 @@ def write_report(report: Report, directory: Path, profile_summary: str | None = 
         f"commit `{machine.get('commit') or 'unknown'}`, at {created}.",
         "",
     ]
-    if budget is not None:
-        lines += [f"Per-frame budget: {budget:.3f} ms.", ""]
+    if about:
+        lines += ["**What this measures.** " + " ".join(about.split()), ""]
     if profile_summary:
-        lines += [profile_summary.strip(), ""]
+        lines += ["**Device profile.** " + profile_summary.strip(), ""]
+    if budget is not None:
+        lines += [f"Per-frame budget: {budget:.3f} ms (p99, capture to action).", ""]
     lines += _results_section(report)
     lines += _series_section(series, budget)
     lines += _stages_section(stages)
-    lines += _details_section(report.details)
     lines += ["## Plots", ""]
     lines += _image_section(
         "Latency histogram",
@@ -318,6 +323,7 @@ def write_report(report: Report, directory: Path, profile_summary: str | None = 
         "Each frame's latency in order, with a rolling p99, to show drift, warm-up and periodic stalls.",
         "no latency samples were recorded.",
     )
+    lines += _details_section(report.details)
     command = report.config.get("command")
     if command:
         command = shlex.join(command) if isinstance(command, list | tuple) else str(command)

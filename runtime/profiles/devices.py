@@ -230,7 +230,8 @@ class DeviceProfile(_Table):
         else:
             policy = "distilled actor"
         return (
-            f"{self.name}: {self.description} {c.threads} threads on {c.cores} cores{accelerator}; "
+            f"{self.name}: {self.description} {c.threads} thread{'s' * (c.threads > 1)} on "
+            f"{c.cores} cores{accelerator}; "
             f"{r.engine} {r.provider} {r.precision}; model {self.model.preset}; {policy}; frame budget "
             f"{b.frame_ms:g} ms p99 at {b.tick_hz:g} Hz; camera {s.camera_width}x{s.camera_height} at "
             f"{s.camera_hz:g} Hz, audio {s.audio_rate_hz} Hz in chunks of {s.audio_chunk}."

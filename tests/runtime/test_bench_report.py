@@ -100,7 +100,7 @@ def test_stages_table_and_details_and_command(written):
     _, _, md = written
     assert "| stage | torch | onnxruntime |" in md
     assert "| encode | 1.200 | 0.800 |" in md
-    assert "| **total** | 2.500 | 1.700 |" in md
+    assert "| **sum of the stages' p50s** | 2.500 | 1.700 |" in md
     assert "| warmup_frames | 50 |" in md
     assert '"CPUExecutionProvider"' in md
     assert "python -m launch.bench model --report 'out dir'" in md
