@@ -1,5 +1,5 @@
-"""Profiles: data files in `firmware_profiles/` loaded into typed, validated dataclasses. So far the edge
-computers (`devices`); robots follow with the hardware issue."""
+"""Profiles: data files in `firmware_profiles/` loaded into typed, validated dataclasses: edge computers
+(`devices`) and arms (`robots`)."""
 
 from runtime.profiles.devices import (
     DEVICES_DIR,
@@ -16,6 +16,7 @@ from runtime.profiles.devices import (
     device_names,
     load_device,
 )
+from runtime.profiles.robots import ROBOTS_DIR, Bus, Joint, RobotProfile, load_robot, robot_names
 
 __all__ = [
     "DEVICES_DIR",
@@ -31,4 +32,10 @@ __all__ = [
     "check_provider_available",
     "device_names",
     "load_device",
+    "ROBOTS_DIR",
+    "Bus",
+    "Joint",
+    "RobotProfile",
+    "load_robot",
+    "robot_names",
 ]

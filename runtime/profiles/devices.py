@@ -15,12 +15,11 @@ profile's execution provider is installed is a separate question (`check_provide
 profile must load, and be checked, on an x86 machine without CUDA.
 """
 
-import functools
-import tomllib
-import typing
-from dataclasses import MISSING, dataclass, fields, is_dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
+
+from runtime.profiles.schema import ProfileError, _Table, load_profile
 
 # resolved from this file, so the data is found from the checkout that `pip install -e .` points at
 DEVICES_DIR = Path(__file__).resolve().parents[2] / "firmware_profiles" / "devices"
@@ -45,57 +44,6 @@ PRECISIONS = ("fp32", "int8")
 MODEL_PRESETS = {"default": "the shipped checkpoint, runtime/world_model/default"}
 POLICIES = ("mpc", "actor")
 AUDIO_RATES_HZ = (8000, 16000, 22050, 44100, 48000)
-
-
-class ProfileError(ValueError):
-    """A profile refused: the message names the file (when there is one) and the field by its dotted path."""
-
-
-@dataclass(frozen=True)
-class _Table:
-    """A profile table: the field types are checked (ints promoted to float where a float goes), then
-    `_validate` checks the values. `TABLE` is the table's name in the file, the prefix of its messages."""
-
-    TABLE: ClassVar[str] = ""
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            self._check_type(f.name, _field_types(type(self))[f.name])
-        self._validate()
-
-    def _where(self, name: str) -> str:
-        return f"{self.TABLE}.{name}" if self.TABLE else name
-
-    def _check_type(self, name: str, kind: type) -> None:
-        value = getattr(self, name)
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            object.__setattr__(self, name, float(value))  # `tick_hz = 30` in TOML is an int
-            return
-        # bool is an int subclass: `cores = true` must not pass as 1
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            raise ProfileError(
-                f"`{self._where(name)}` must be {_type_name(kind)}, got {type(value).__name__} {value!r}"
-            )
-
-    def _one_of(self, name: str, allowed) -> None:
-        value = getattr(self, name)
-        if value not in allowed:
-            raise ProfileError(f"`{self._where(name)}` must be one of {tuple(allowed)}, got {value!r}")
-
-    def _between(self, name: str, low: float, high: float, low_open: bool = False) -> None:
-        value = getattr(self, name)
-        inside = (low < value if low_open else low <= value) and value <= high  # False for NaN, valid TOML
-        if not inside:
-            interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
-            raise ProfileError(f"`{self._where(name)}` must be in {interval}, got {value!r}")
-
-    def _at_least(self, name: str, low: int) -> None:
-        value = getattr(self, name)
-        if not value >= low:  # not `value < low`: False for NaN
-            raise ProfileError(f"`{self._where(name)}` must be >= {low}, got {value!r}")
-
-    def _validate(self) -> None:
-        pass
 
 
 @dataclass(frozen=True)
@@ -238,38 +186,6 @@ class DeviceProfile(_Table):
         )
 
 
-@functools.cache
-def _field_types(cls: type) -> dict[str, type]:
-    return typing.get_type_hints(cls)
-
-
-def _type_name(kind: type) -> str:
-    if is_dataclass(kind):
-        return f"a table [{kind.TABLE}]"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[kind]
-
-
-def _build(cls: type, raw: Any, where: str = "") -> Any:
-    """`cls` from a TOML table: unknown and missing keys refused by name, nested tables built the same way."""
-    if not isinstance(raw, dict):
-        raise ProfileError(f"`{where}` must be a table [{where}], got {type(raw).__name__} {raw!r}")
-    types = _field_types(cls)
-    known = [f.name for f in fields(cls)]
-    prefix = f"{where}." if where else ""
-    for key, value in raw.items():
-        if key not in types:
-            what = "table" if isinstance(value, dict) else "field"
-            raise ProfileError(f"`{prefix}{key}` is not a known {what}; known: {', '.join(known)}")
-    missing = [f.name for f in fields(cls) if f.name not in raw and f.default is MISSING]
-    if missing:
-        raise ProfileError(f"`{prefix}{missing[0]}` is missing ({cls.__name__} needs {', '.join(known)})")
-    values = {
-        key: _build(types[key], value, prefix + key) if is_dataclass(types[key]) else value
-        for key, value in raw.items()
-    }
-    return cls(**values)
-
-
 def device_names() -> list[str]:
     """The shipped profiles: the sorted stems of DEVICES_DIR/*.toml."""
     return sorted(path.stem for path in DEVICES_DIR.glob("*.toml"))
@@ -277,28 +193,7 @@ def device_names() -> list[str]:
 
 def load_device(name_or_path: str | Path) -> DeviceProfile:
     """A profile by name (a file stem in DEVICES_DIR) or by a path to a .toml file; ProfileError if not."""
-    text = str(name_or_path)
-    if isinstance(name_or_path, Path) or text.endswith(".toml") or "/" in text:
-        path = Path(name_or_path)
-    else:
-        path = DEVICES_DIR / f"{text}.toml"
-        if not path.is_file():
-            raise ProfileError(f"unknown device {text!r}; known: {', '.join(device_names())}")
-    try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except OSError as e:
-        raise ProfileError(f"{path}: cannot read: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ProfileError(f"{path.name}: not valid TOML: {e}") from None
-    try:
-        profile = _build(DeviceProfile, raw)
-        # a shipped profile is asked for by its file's name, so the two must agree
-        if path.resolve().parent == DEVICES_DIR and profile.name != path.stem:
-            raise ProfileError(f"`name` must be the file's stem {path.stem!r}, got {profile.name!r}")
-    except ProfileError as e:
-        raise ProfileError(f"{path.name}: {e}") from None
-    return profile
+    return load_profile(DeviceProfile, name_or_path, DEVICES_DIR, "device")
 
 
 def check_provider_available(profile: DeviceProfile) -> None:
