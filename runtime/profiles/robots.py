@@ -157,6 +157,17 @@ class RobotProfile(_Table):
                 out[k] = action[joint.action_index]
         return out
 
+    def action_of(self, targets: np.ndarray) -> np.ndarray:
+        """Joint targets (profile order) in the brain's action layout (ACTION_DIM,): `joint_targets`
+        undone for the joints a channel drives (what the arm was commanded, as the brain's model reads it)."""
+        out = np.zeros(ACTION_DIM)
+        for k, joint in enumerate(self.joints):
+            if joint.action_index == GRIPPER_CHANNEL:
+                out[GRIPPER_CHANNEL] = 2 * (targets[k] - joint.min_rad) / (joint.max_rad - joint.min_rad) - 1
+            elif joint.action_index >= 0:
+                out[joint.action_index] = targets[k]
+        return out
+
 
 def robot_names() -> list[str]:
     return sorted(path.stem for path in ROBOTS_DIR.glob("*.toml"))
