@@ -19,6 +19,7 @@ from typing import Literal
 import tyro
 
 from runtime.benchmarks.env import EnvBenchConfig
+from runtime.benchmarks.hardware import HardwareBenchConfig
 from runtime.benchmarks.memory import MemoryBenchConfig
 from runtime.benchmarks.model import ModelBenchConfig
 from runtime.benchmarks.pipeline import PipelineBenchConfig
@@ -76,6 +77,13 @@ class PlannerBench(PlannerBenchConfig, Outputs):
     its rollouts in torch and in onnxruntime; one batched rollout timed in turns."""
 
 
+@dataclass
+class HardwareBench(HardwareBenchConfig, Outputs):
+    """A real arm's loop: bus round trip (sync-write + sync-read of every joint), the launch.hw graph's
+    frame-to-action latency, and the watchdog after the brain is killed; `--port emulator` for the protocol
+    emulator."""
+
+
 # suite -> (its module in runtime/benchmarks, its config); the deployment suites take a progress callback
 SUITES = {
     EnvBench: ("env", EnvBenchConfig),
@@ -85,8 +93,9 @@ SUITES = {
     MemoryBench: ("memory", MemoryBenchConfig),
     PipelineBench: ("pipeline", PipelineBenchConfig),
     PlannerBench: ("planner", PlannerBenchConfig),
+    HardwareBench: ("hardware", HardwareBenchConfig),
 }
-WITH_PROGRESS = ("model", "planner")  # the others draw their own progress bars
+WITH_PROGRESS = ("model", "planner", "hardware")  # the others draw their own progress bars
 
 
 def run_suite(cmd) -> int:
@@ -182,6 +191,7 @@ COMMANDS = {
     "pipeline": PipelineBench,
     "planner": PlannerBench,
     "all": AllBench,
+    "hardware": HardwareBench,
 }
 
 

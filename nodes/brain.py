@@ -18,7 +18,8 @@ every tick, the learner's rounds one Adam step per tick (after the tick's action
 dynamics-lock record (JSON, made by `runtime.adapt.lock.DynamicsLock.seal`) or none; a locked brain refuses
 to start from other weights, applies no weight changes, and on a mismatch at run time publishes `brain/stop`
 (the actuator's protective stop).
-`policy: mpc` plans on the belief (runtime/planning/live.py), the goal from `sim/task`. On a control tick
+`policy: mpc` plans on the belief (runtime/planning/live.py), the goal from `sim/task` and the arm's joints
+from `sim/joint` (`task_topic`, `joint_topic`: a real arm's, under `launch.hw`). On a control tick
 (the first tick a control period, `control_hz`, default 10, after the last) the path is: belief, one final
 planning pass within `plan_deadline_ms`, the safety filter, `brain/action` (stamped with the capture time of
 the tick's camera frame); then the tick's adaptation. On the ticks between, after their adaptation, one
@@ -199,9 +200,10 @@ def check_params(params: dict, graph: Graph) -> None:
                     f"(make it with `python -m launch.train {flag} {path}`)"
                 ) from None
         spec = graph.nodes["brain"]
-        if "brain/action" not in spec.publishes or not {"sim/task", "sim/joint"} <= set(spec.subscribes):
+        task, joint = params.get("task_topic", "sim/task"), params.get("joint_topic", "sim/joint")
+        if "brain/action" not in spec.publishes or not {task, joint} <= set(spec.subscribes):
             raise ValueError(
-                f"`policy: {policy}` needs the brain to publish `brain/action` and read sim/task, sim/joint"
+                f"`policy: {policy}` needs the brain to publish `brain/action` and read {task}, {joint}"
             )
         if not float(params.get("control_hz", 10.0)) > 0 or not float(params.get("plan_deadline_ms", 25)) > 0:
             raise ValueError("`control_hz` and `plan_deadline_ms` must be > 0")
@@ -281,6 +283,9 @@ class BrainNode(Node):
         self.frame_index = [s.name for s in self.vsync.config.streams].index(self.frames)
         self.frame_times: list = [None] * 64  # by seq: (seq, capture_ns, send_ns, received_ns)
         self.task = self.joint = None
+        # the goal and the arm's joints: the sim's, or a real arm's (`launch.hw`: the goal node, the arm)
+        self.task_topic = self.params.get("task_topic", "sim/task")
+        self.joint_topic = self.params.get("joint_topic", "sim/joint")
 
     def stop(self, reason: str) -> None:
         """The dynamics lock tripped: a protective stop of the actuators, and the reason in the log."""
@@ -294,9 +299,9 @@ class BrainNode(Node):
         msgs = self.receive(timeout)
         received_ns = now_ns()
         for m in msgs:
-            if m.topic == "sim/task":
+            if m.topic == self.task_topic:
                 self.task = m.data
-            elif m.topic == "sim/joint":
+            elif m.topic == self.joint_topic:
                 self.joint = m.data
             elif m.topic == self.frames:  # the master stream's frames, for the action's latency stages
                 self.frame_times[m.seq % len(self.frame_times)] = (

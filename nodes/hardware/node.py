@@ -31,6 +31,7 @@ import logging
 import numpy as np
 
 from nodes.hardware.arm import Arm
+from nodes.hardware.bus import BusError
 from nodes.hardware.calibration import Calibration
 from nodes.node import Node
 from runtime.clock import now_ns
@@ -38,6 +39,9 @@ from runtime.profiles.robots import ACTION_DIM, RobotProfile, load_robot
 
 log = logging.getLogger(__name__)
 STATUS_PERIOD_S = 0.5
+# reads in a row that fail after their retries before the node gives up (torque off on the way out): with
+# 3 retries of ~34 ms each, about a second and a half of a silent bus
+MAX_FAILED_READS = 10
 STATUS_COLUMNS = (
     "transfers",
     "retries",
@@ -93,12 +97,21 @@ class HardwareNode(Node):
         self.stop_topics = set(p.get("stop_topics", ["brain/stop"]))
         self.prev_positions, self.prev_read_s = self.arm.positions.copy(), now_ns() / 1e9
         self.next_status_s = 0.0
+        self.failed_reads = 0
         log.info("hardware: %s on %s, %d servos, torque on", profile.name, p["port"], len(profile.joints))
 
     def step(self) -> None:
         capture_ns = now_ns()
         now_s = capture_ns / 1e9
-        positions = self.arm.read()
+        try:
+            positions = self.arm.read()
+            self.failed_reads = 0
+        except BusError as exc:  # one lost read (its retries spent) is reported; a dead bus ends the node
+            self.failed_reads += 1
+            log.error("hardware: %s (%d in a row)", exc, self.failed_reads)
+            if self.failed_reads >= MAX_FAILED_READS:
+                raise
+            return
         velocities = (positions - self.prev_positions) / max(now_s - self.prev_read_s, 1e-3)
         self.prev_positions, self.prev_read_s = positions, now_s
         self.publish(self.joint_topic, proprioception(positions, velocities, self.profile), capture_ns)
@@ -107,7 +120,8 @@ class HardwareNode(Node):
                 self.arm.stop(f"{msg.topic} received")
             else:
                 self.arm.act(np.asarray(msg.data, np.float64), now_s)
-        self.arm.check_watchdog(now_s)
+        if self.arm.check_watchdog(now_s):
+            self.next_status_s = 0.0  # the status goes out now: the moment the watchdog acted is on record
         if self.command_topic in self.spec.publishes:
             self.publish(
                 self.command_topic, self.profile.action_of(self.arm.targets).astype(np.float32), now_ns()

@@ -30,6 +30,7 @@ import torch
 
 import envs
 from envs.expert import InverseKinematics, PushStyle, ScriptedExpert
+from envs.manipulation_constants import HOME_ARM_QPOS
 from runtime.planning.mpc import JointGoalCost, LatentGoalCost, Planner, PlannerConfig
 from runtime.planning.safety import SafetyFilter, SafetyLimits
 from runtime.world_model.data import tick_fields
@@ -126,6 +127,10 @@ class MPCController:
         else:  # push: the hand where the cube should end, at the cube's height
             target = np.array([*base.goal[:2], base.state()["object"][2]])
         q = ik.solve(target, base.arm_target, iterations=100)
+        if not ik.miss(target, q) <= GOAL_REACH_TOLERANCE_M:
+            # from a singular start (the arm straight up, as a real arm's zero pose maps to) the solver can
+            # stall: from the home pose as well before calling the goal unreachable
+            q = ik.solve(target, np.asarray(HOME_ARM_QPOS, float), iterations=100)
         miss = ik.miss(target, q)
         if not miss <= GOAL_REACH_TOLERANCE_M:
             raise ValueError(
