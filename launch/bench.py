@@ -177,7 +177,14 @@ def _finish(report, cmd, profile: str | None = None) -> int:
         from runtime.benchmarks.plots import write_report
         from runtime.profiles import load_device
 
-        summary = load_device(profile).summary() if profile is not None else None
+        if profile is None:
+            summary = None
+        elif isinstance(cmd, HardwareBench):  # a robot, not an edge computer
+            from runtime.profiles import load_robot
+
+            summary = load_robot(profile).summary()
+        else:
+            summary = load_device(profile).summary()
         print(f"wrote {write_report(report, cmd.report, summary, type(cmd).__doc__)}")
     return 0
 

@@ -345,6 +345,8 @@ class BrainNode(Node):
 
     def refine(self, tick) -> None:
         """One search iteration on the next plan, from the belief carried to when that plan is due."""
+        if self.world_model.z is None:  # no belief this tick (refused, or just started again)
+            return
         ahead_s = (self.next_control_ns - tick.capture_ns) / 1e9 + self.lead_s()
         self.planner.refine(self.world_model.z, ahead_s)
 
@@ -437,10 +439,11 @@ class BrainNode(Node):
         if getattr(self, "world_model", None) is not None:
             wm = self.world_model
             log.info(
-                "brain: world model on %d ticks, %d refused, dt_eff clamped %d times",
+                "brain: world model on %d ticks, %d refused, dt_eff clamped %d times, %d belief resets",
                 wm.ticks,
                 wm.refused,
-                wm.model.dt_clamped,
+                wm.belief_model.dt_clamped,
+                wm.belief_resets,
             )
             if wm.adapter is not None:
                 log.info("brain: adaptation %s", wm.adapter.status())

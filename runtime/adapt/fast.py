@@ -65,6 +65,7 @@ class FastAdapter:
             )
         )
         self.writes = 0
+        self.skipped_writes = 0  # residuals that were not finite
         self.benefit = cfg.trust_margin  # running relative error reduction; optimistic start: full trust
 
     @property
@@ -131,12 +132,18 @@ class FastAdapter:
         prediction = base + self.trust * corr
         base_err = float((base - z_now).pow(2).mean())
         corr_err = float((base + corr - z_now).pow(2).mean())
-        if got is not None:
+        if got is not None and np.isfinite(base_err) and np.isfinite(corr_err):
             gain = (base_err - corr_err) / (base_err + 1e-9)
             self.memory.credit(cell, got, max(0.0, gain))
             decay = self.cfg.trust_decay
             self.benefit = decay * self.benefit + (1 - decay) * float(np.clip(gain, -1.0, 1.0))
-        self.memory.write(self.key(z_prev, action)[0], (z_now - base)[0].numpy())
+        residual = (z_now - base)[0].numpy()
+        if not np.all(
+            np.isfinite(residual)
+        ):  # a prediction that overflowed teaches nothing: skipped, counted
+            self.skipped_writes += 1
+            return prediction
+        self.memory.write(self.key(z_prev, action)[0], residual)
         self.memory.tick()
         self.memory.maintain(self.cfg.maintenance_s)
         self.writes += 1

@@ -135,6 +135,16 @@ class RobotProfile(_Table):
                     f"got {joint.model!r}"
                 )
 
+    def summary(self) -> str:
+        """One paragraph for reports."""
+        b = self.bus
+        return (
+            f"{self.name}: {self.description} {len(self.joints)} joints on a {b.type} bus at {b.baudrate} "
+            "baud; "
+            f"commands at {self.command_hz:g} Hz; watchdog {self.watchdog_ms:g} ms ({self.on_watchdog}); "
+            f"at most {self.max_relative_target_rad:g} rad from the measured position per command."
+        )
+
     @property
     def joint_names(self) -> list[str]:
         return [j.name for j in self.joints]
