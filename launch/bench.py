@@ -18,6 +18,7 @@ from typing import Literal
 
 import tyro
 
+from runtime.benchmarks.distributed import DistributedBenchConfig
 from runtime.benchmarks.env import EnvBenchConfig
 from runtime.benchmarks.hardware import HardwareBenchConfig
 from runtime.benchmarks.memory import MemoryBenchConfig
@@ -84,6 +85,11 @@ class HardwareBench(HardwareBenchConfig, Outputs):
     emulator."""
 
 
+@dataclass
+class DistributedBench(DistributedBenchConfig, Outputs):
+    """Collection on Ray: episodes per second with 1 and 2 workers on the same seeds, and their ratio."""
+
+
 # suite -> (its module in runtime/benchmarks, its config); the deployment suites take a progress callback
 SUITES = {
     EnvBench: ("env", EnvBenchConfig),
@@ -94,8 +100,9 @@ SUITES = {
     PipelineBench: ("pipeline", PipelineBenchConfig),
     PlannerBench: ("planner", PlannerBenchConfig),
     HardwareBench: ("hardware", HardwareBenchConfig),
+    DistributedBench: ("distributed", DistributedBenchConfig),
 }
-WITH_PROGRESS = ("model", "planner", "hardware")  # the others draw their own progress bars
+WITH_PROGRESS = ("model", "planner", "hardware", "distributed")  # the others draw their own progress bars
 
 
 def run_suite(cmd) -> int:
@@ -199,6 +206,7 @@ COMMANDS = {
     "planner": PlannerBench,
     "all": AllBench,
     "hardware": HardwareBench,
+    "distributed": DistributedBench,
 }
 
 

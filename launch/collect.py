@@ -5,7 +5,8 @@ scripted expert plus exploration noise, or random actions for a share of the epi
 by the V-sync scheduler exactly as the live brain builds them. Writes one `episode_<seed>.npz` per episode
 (see `runtime/world_model/data.py` for the arrays) and `manifest.json` (the command's config, the episodes,
 their successes). Episode i uses seed `--seed + i`, so a collection can be extended or repeated exactly;
-episodes already on disk are kept, not redone.
+episodes already on disk are kept, not redone. `--workers N` collects on N Ray actors (runtime/distributed),
+with the same episodes whatever N; `--address` joins a Ray cluster.
 """
 
 import json
@@ -39,10 +40,16 @@ class CollectArgs:
     """Exploration noise on the expert's joint targets (radians, Gaussian sd, per control step)."""
     random_fraction: float = 0.2
     """Share of episodes driven by uniformly random actions instead of the expert."""
+    workers: int = 1
+    """Ray actors collecting in parallel, one simulator each (1 without --address: in this process)."""
+    address: str | None = None
+    """Ray cluster to join: `auto` or HOST:PORT of a head node (default: Ray started locally)."""
 
     def __post_init__(self):
         if self.episodes < 1:
             raise ValueError(f"`episodes` must be >= 1, got {self.episodes}")
+        if self.workers < 1:
+            raise ValueError(f"`workers` must be >= 1, got {self.workers}")
 
 
 def main(args: CollectArgs) -> int:
@@ -51,23 +58,35 @@ def main(args: CollectArgs) -> int:
     console = Console(stderr=True)
     episodes = []
     columns = (TextColumn("collecting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    seeds = range(args.seed, args.seed + args.episodes)
+    todo = [seed for seed in seeds if not (args.out / f"episode_{seed}.npz").exists()]
+    throughput = None
     with Progress(*columns, console=console) as progress:
-        bar = progress.add_task("episodes", total=args.episodes)
-        for seed in range(args.seed, args.seed + args.episodes):
-            path = args.out / f"episode_{seed}.npz"
-            episode = load_episode(path) if path.exists() else None
-            if episode is None:
-                episode = collect_episode(cfg, seed)
-                save_episode(path, episode)
-            episodes.append(
-                {
-                    "file": path.name,
-                    "seed": seed,
-                    "ticks": int(len(episode["dt_eff"])),
-                    "success": bool(episode["success"]),
-                }
-            )
+        bar = progress.add_task("episodes", total=args.episodes, completed=args.episodes - len(todo))
+
+        def keep(seed: int, episode: dict) -> None:
+            save_episode(args.out / f"episode_{seed}.npz", episode)
             progress.advance(bar)
+
+        if args.workers > 1 or args.address is not None:
+            from runtime.distributed import collect as distributed
+
+            distributed.start(args.workers, args.address)
+            throughput = distributed.collect(cfg, todo, args.workers, keep)
+        else:
+            for seed in todo:
+                keep(seed, collect_episode(cfg, seed))
+    for seed in seeds:
+        path = args.out / f"episode_{seed}.npz"
+        episode = load_episode(path)
+        episodes.append(
+            {
+                "file": path.name,
+                "seed": seed,
+                "ticks": int(len(episode["dt_eff"])),
+                "success": bool(episode["success"]),
+            }
+        )
     manifest = {
         "command": "launch.collect",
         "env_id": envs.ENV_IDS[args.task],  # episodes of another env version must not be mixed with these
@@ -78,6 +97,11 @@ def main(args: CollectArgs) -> int:
     ticks = sum(e["ticks"] for e in episodes)
     successes = sum(e["success"] for e in episodes)
     console.print(f"{len(episodes)} episodes, {ticks:,} ticks, {successes} succeeded; wrote {args.out}")
+    for w in throughput or []:
+        console.print(
+            f"worker {w['worker']}: {w['episodes']} episodes, {w['busy_s']:.1f} s simulating, "
+            f"{w['episodes_per_s']:.2f} episodes/s"
+        )
     return 0
 
 
@@ -88,7 +112,13 @@ def cli(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # a bad flag: nothing collected
         print(f"launch.collect: {exc}", file=sys.stderr)
         return 2
-    return main(args)
+    from runtime.distributed import ClusterError
+
+    try:
+        return main(args)
+    except ClusterError as exc:  # no cluster at --address: nothing collected
+        print(f"launch.collect: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
