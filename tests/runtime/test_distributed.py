@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +30,15 @@ def local_ray():
     ray.shutdown()
 
 
-def _collect(seeds, workers, on_started=None) -> dict[int, dict]:
+def _collect(seeds, workers, on_started=None, after_first=None) -> dict[int, dict]:
     got: dict[int, dict] = {}
     calls: list[int] = []
 
     def keep(seed, episode):
         calls.append(seed)
         got[seed] = episode
+        if len(calls) == 1 and after_first is not None:
+            after_first()
 
     distributed.collect(CFG, seeds, workers, keep, on_started)
     assert sorted(calls) == sorted(seeds), "an episode handed in twice, or missing"
@@ -57,22 +58,18 @@ def test_one_and_two_workers_give_identical_episodes(local_ray):
 
 @pytest.mark.timeout(300)
 def test_a_killed_worker_is_restarted_and_nothing_is_lost_or_duplicated(local_ray):
-    """SIGKILL on a worker's process mid-collection: Ray restarts it, its episode is run again from its
-    seed, and the result has exactly the requested episodes, each once, equal to an undisturbed run's."""
-    seeds = list(range(600, 606))
-    killed = threading.Event()
+    """SIGKILL on a worker's process mid-collection (when the first episode comes in, the worker is in its
+    next one): Ray restarts it, its episodes are run again from their seeds, and the result has exactly the
+    requested episodes, each once, equal to an undisturbed run's."""
+    seeds = list(range(600, 610))
+    pids: list[int] = []
 
-    def kill_one(actors):
-        def later():
-            pid = ray.get(actors[0].pid.remote())
-            threading.Event().wait(0.8)  # mid-episode
-            os.kill(pid, signal.SIGKILL)
-            killed.set()
+    def kill():
+        os.kill(pids[0], signal.SIGKILL)
+        pids.append(-1)  # done
 
-        threading.Thread(target=later, daemon=True).start()
-
-    got = _collect(seeds, 2, kill_one)
-    assert killed.is_set()
+    got = _collect(seeds, 2, lambda actors: pids.append(ray.get(actors[0].pid.remote())), kill)
+    assert pids[-1] == -1, "the worker was never killed"
     assert sorted(got) == seeds
     for seed in (seeds[0], seeds[-1]):
         assert _same(got[seed], collect_episode(CFG, seed)), seed
