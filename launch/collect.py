@@ -69,9 +69,10 @@ def main(args: CollectArgs) -> int:
             progress.advance(bar)
 
         if args.workers > 1 or args.address is not None:
+            from runtime.distributed import cluster
             from runtime.distributed import collect as distributed
 
-            distributed.start(args.workers, args.address)
+            cluster.start(args.workers, args.address)
             throughput = distributed.collect(cfg, todo, args.workers, keep)
         else:
             for seed in todo:

@@ -255,16 +255,82 @@ class ControlEval(OnOneModel):
     """`mpc_hssm` searches around the distilled actor's step (`actor`, if the checkpoint has one) or not
     (`none`)."""
     seed: int = 300_000
+    workers: int = 1
+    """Ray actors running the episodes, one simulator and one controller each (1 without --address: in this
+    process). The results do not depend on it: an episode depends on its seed alone."""
+    address: str | None = None
+    """Ray cluster to join: `auto` or HOST:PORT of a head node (default: Ray started locally)."""
+
+    def __post_init__(self):
+        if self.workers < 1:
+            raise ValueError(f"`workers` must be >= 1, got {self.workers}")
+
+    @property
+    def on_ray(self) -> bool:
+        return self.workers > 1 or self.address is not None
 
 
 CONTROL_POLICIES = ("mpc_hssm", "mpc_gru", "actor", "expert", "random")
 
 
+def control_policy(policy: str, cfg: ControlEval, planner=None):
+    """The controller of `policy` (None: the env's own expert or random walk) and a note for the details;
+    checkpoint.CheckpointError where its checkpoint is missing. Ray workers build theirs with it too."""
+    from runtime.planning.control import MPCController
+    from runtime.world_model import readout
+
+    source = cfg.checkpoint or checkpoint.DEFAULT_CHECKPOINT
+    if policy == "actor":
+        from runtime.planning import actor
+
+        model, _ = checkpoint.load(source)
+        return actor.ActorController(model, actor.load(source), readout=readout.load(source)), None
+    if not policy.startswith("mpc_"):
+        return None, None
+    if policy == "mpc_gru":
+        source = cfg.checkpoints / "gru"
+    model, _ = checkpoint.load(source)
+    joints = readout.load(source)
+    prior, note = None, None  # the actor distilled from the hssm planner proposes its first steps
+    if policy == "mpc_hssm" and cfg.prior == "actor":
+        from runtime.planning import actor
+
+        try:
+            prior = actor.load(source)
+        except checkpoint.CheckpointError as exc:
+            note = f"searching without a policy prior ({exc})"
+    controller = MPCController(
+        model, planner or _planner(cfg), readout=joints, prior=prior, search_ahead=cfg.search_ahead
+    )
+    return controller, note
+
+
+def _planner(cfg: ControlEval):
+    from runtime.planning.control import PLANNER
+
+    elites = min(32, max(2, cfg.candidates // 8))  # the default 32 of 256, scaled for smaller runs
+    return replace(
+        PLANNER, candidates=cfg.candidates, horizon=cfg.horizon, iterations=cfg.iterations, elites=elites
+    )
+
+
+def _built(policy: str, cfg: ControlEval):
+    return control_policy(policy, cfg)[0]
+
+
+def _outcome(episode: dict, controller) -> dict:
+    """What a Ray worker sends back of a control episode: its success and the plans' times."""
+    plan_ms = list(controller.plan_ms) if controller is not None else []
+    if controller is not None:
+        controller.plan_ms.clear()
+    return {"success": bool(episode["success"]), "plan_ms": plan_ms}
+
+
 def run_control(cfg: ControlEval, console: Console) -> Report:
+    from functools import partial
+
     from rich.progress import Progress
 
-    from runtime.planning.control import PLANNER, MPCController
-    from runtime.world_model import readout
     from runtime.world_model.data import CollectConfig, collect_episode
 
     unknown = sorted(set(cfg.policies) - set(CONTROL_POLICIES))
@@ -275,10 +341,6 @@ def run_control(cfg: ControlEval, console: Console) -> Report:
         )
     torch.set_num_threads(2)
     seconds = cfg.episode_seconds or (5.0 if cfg.task == "reach" else 10.0)
-    elites = min(32, max(2, cfg.candidates // 8))  # the default 32 of 256, scaled for smaller runs
-    planner = replace(
-        PLANNER, candidates=cfg.candidates, horizon=cfg.horizon, iterations=cfg.iterations, elites=elites
-    )
     report = Report(
         f"eval-control-{cfg.task}",
         config={k: str(v) for k, v in vars(cfg).items()},
@@ -287,60 +349,53 @@ def run_control(cfg: ControlEval, console: Console) -> Report:
             "plan_p99_ms": ("<=", 25.0),
         },
     )
+    if cfg.on_ray:
+        from runtime.distributed import cluster
+        from runtime.distributed import collect as distributed
+
+        cluster.start(cfg.workers, cfg.address)
     plan_ms = []
+    seeds = range(cfg.seed, cfg.seed + cfg.episodes)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("control", total=len(cfg.policies) * cfg.episodes)
         for policy in cfg.policies:
-            controller, random_fraction = None, 1.0 if policy == "random" else 0.0
-            if policy == "actor":
-                from runtime.planning import actor
-
-                source = cfg.checkpoint or checkpoint.DEFAULT_CHECKPOINT
-                try:
-                    model, _ = checkpoint.load(source)
-                    controller = actor.ActorController(
-                        model, actor.load(source), readout=readout.load(source)
-                    )
-                except checkpoint.CheckpointError as exc:
-                    console.print(f"{policy}: skipped ({exc})")
-                    bar.advance(task, cfg.episodes)
-                    continue
-            if policy.startswith("mpc_"):
-                source = cfg.checkpoint or checkpoint.DEFAULT_CHECKPOINT
-                if policy == "mpc_gru":
-                    source = cfg.checkpoints / "gru"
-                try:
-                    model, _ = checkpoint.load(source)
-                    joints = readout.load(source)
-                except checkpoint.CheckpointError as exc:
-                    console.print(f"{policy}: skipped ({exc})")
-                    bar.advance(task, cfg.episodes)
-                    continue
-                prior = None  # the actor distilled from the hssm planner proposes its first steps
-                if policy == "mpc_hssm" and cfg.prior == "actor":
-                    from runtime.planning import actor
-
-                    try:
-                        prior = actor.load(source)
-                    except checkpoint.CheckpointError as exc:
-                        console.print(f"{policy}: searching without a policy prior ({exc})")
-                if policy == "mpc_hssm":
-                    report.details["prior_mpc_hssm"] = "actor" if prior is not None else None
-                controller = MPCController(
-                    model, planner, readout=joints, prior=prior, search_ahead=cfg.search_ahead
-                )
+            try:
+                controller, note = control_policy(policy, cfg)
+            except checkpoint.CheckpointError as exc:
+                console.print(f"{policy}: skipped ({exc})")
+                bar.advance(task, cfg.episodes)
+                continue
+            if note:
+                console.print(f"{policy}: {note}")
+            if policy == "mpc_hssm":
+                report.details["prior_mpc_hssm"] = None if note or cfg.prior == "none" else "actor"
             collect = CollectConfig(  # the expert as it is, without the exploration noise of training data
-                task=cfg.task, episode_seconds=seconds, random_fraction=random_fraction, noise_rad=0.0
+                task=cfg.task,
+                episode_seconds=seconds,
+                random_fraction=1.0 if policy == "random" else 0.0,
+                noise_rad=0.0,
             )
-            wins = 0
-            for i in range(cfg.episodes):
-                episode = collect_episode(collect, cfg.seed + i, controller=controller)
-                wins += bool(episode["success"])
-                bar.update(task, advance=1, description=f"{policy}: {wins}/{i + 1}")
-            report.results[f"success_{policy}"] = wins / cfg.episodes
+            outcomes = []
+
+            def keep(seed: int, outcome: dict, outcomes=outcomes, policy=policy) -> None:
+                outcomes.append(outcome)
+                wins = sum(o["success"] for o in outcomes)
+                bar.update(task, advance=1, description=f"{policy}: {wins}/{len(outcomes)}")
+
+            if cfg.on_ray:  # each worker builds its own controller: one simulator and one model each
+                build = partial(_built, policy, cfg)
+                throughput = distributed.collect(
+                    collect, seeds, cfg.workers, keep, controller=build, summarize=_outcome
+                )
+                report.details[f"workers_{policy}"] = throughput
+            else:
+                for seed in seeds:
+                    keep(seed, _outcome(collect_episode(collect, seed, controller=controller), controller))
+            report.results[f"success_{policy}"] = sum(o["success"] for o in outcomes) / cfg.episodes
             if controller is not None:
-                report.details[f"plan_ms_p50_{policy}"] = float(np.median(controller.plan_ms))
-                plan_ms += controller.plan_ms if policy == "mpc_hssm" else []
+                ms = [m for o in outcomes for m in o["plan_ms"]]
+                report.details[f"plan_ms_p50_{policy}"] = float(np.median(ms))
+                plan_ms += ms if policy == "mpc_hssm" else []
     if plan_ms:
         report.results["plan_p99_ms"] = float(np.percentile(plan_ms, 99))
     report.details["planner"] = {

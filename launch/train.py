@@ -6,6 +6,9 @@ loss terms, and writes a checkpoint per model to `--out/<model>`: weights, confi
 exact command, and SHA-256 of the weights (see runtime/world_model/checkpoint.py). The default configuration
 trains hssm in about 6 minutes on one CPU core (2,000 steps).
 
+`--workers N` trains data-parallel on N Ray Train workers (runtime/distributed/train.py): the same global
+batch, split over them, gradients averaged each step; `--address` joins a Ray cluster to do it there.
+
 Data first: `python -m launch.collect --env manipulation --episodes 160 --out data/train`.
 """
 
@@ -48,15 +51,42 @@ class TrainArgs:
     actor_only: Path | None = None
     """Train nothing: distill the actor (runtime/planning/actor.py) from the planner of the checkpoint at this
     path, in teacher episodes it runs itself (no data needed), and add it to that checkpoint's manifest."""
+    workers: int = 1
+    """Ray Train workers sharing each global batch (1 without --address: in this process, no Ray)."""
+    address: str | None = None
+    """Ray cluster to join: `auto` or HOST:PORT of a head node (default: Ray started locally)."""
+    cpus_per_worker: int = 1
+    """CPUs (torch threads) each Ray worker trains with; in this process `--train.threads` counts."""
+    ray_storage: str | None = None
+    """Where Ray Train workers leave the trained weights for this process (default: OUT/ray; on a cluster a
+    directory every node can reach, or a cloud URI such as s3://bucket/runs)."""
     actor: DistillConfig = DistillConfig()
     config: WorldModelConfig = WorldModelConfig()
     train: TrainConfig = TrainConfig()
+
+    def __post_init__(self):
+        if self.workers < 1 or self.cpus_per_worker < 1:
+            raise ValueError(
+                f"`workers` and `cpus_per_worker` must be >= 1, got {self.workers} and {self.cpus_per_worker}"
+            )
+        if self.on_ray:
+            from runtime.distributed.train import check
+
+            check(self.train, self.workers)
+
+    @property
+    def on_ray(self) -> bool:
+        return self.workers > 1 or self.address is not None
 
 
 def main(args: TrainArgs, argv: list[str]) -> int:
     console = Console(stderr=True)
     if args.actor_only is not None:
         return _distill_actor(args.actor_only, args.actor, console)
+    if args.on_ray and args.readout_only is None:  # no cluster: refused before the data is read
+        from runtime.distributed import cluster
+
+        cluster.start(args.workers * args.cpus_per_worker, args.address)
     try:
         episodes = Episodes(args.data, args.episodes)
     except (FileNotFoundError, ValueError) as exc:
@@ -91,8 +121,21 @@ def main(args: TrainArgs, argv: list[str]) -> int:
                 shown = " ".join(f"{k} {terms[k]:.3f}" for k in ("total", "predict", "refit") if k in terms)
                 progress.update(bar, advance=1, loss=shown)
 
-            model, history = train(cfg, args.train, episodes, report)
-            refit = refit_predictor(model, args.train, episodes, report)
+            if args.on_ray:
+                from runtime.distributed.train import train_on_ray
+
+                model, history, refit = train_on_ray(
+                    cfg,
+                    args.train,
+                    episodes,
+                    args.workers,
+                    args.ray_storage or args.out / "ray",
+                    lambda phase, step, terms: report(step, terms),
+                    args.cpus_per_worker,
+                )
+            else:
+                model, history = train(cfg, args.train, episodes, report)
+                refit = refit_predictor(model, args.train, episodes, report)
         seconds = time.monotonic() - t0
         last = history[-50:]
         summary = {k: float(np.mean([h[k] for h in last])) for k in last[-1]}
@@ -105,6 +148,7 @@ def main(args: TrainArgs, argv: list[str]) -> int:
                 "data": {"directory": str(args.data), "episodes": len(episodes), "ticks": ticks},
                 "parameters": parameter_count(model),
                 "train_seconds": round(seconds, 1),
+                "workers": args.workers,
                 "final_terms": summary,
                 "refit_terms": {k: float(np.mean([h[k] for h in refit[-50:]])) for k in refit[-1]}
                 if refit
@@ -112,6 +156,13 @@ def main(args: TrainArgs, argv: list[str]) -> int:
                 "dt_clamped": model.dt_clamped,
             },
         )
+        if args.on_ray:
+            steps = args.train.steps + args.train.refit_steps
+            per = args.train.batch // args.workers
+            console.print(
+                f"{args.workers} Ray Train worker(s), {per} windows each a step: "
+                f"{steps / seconds:.2f} steps/s including start-up"
+            )
         console.print(
             f"{name}: {parameter_count(model):,} parameters, {seconds / 60:.1f} min, "
             f"final loss {summary['total']:.3f} (predict {summary['predict']:.3f}) -> {directory}"
@@ -160,7 +211,13 @@ def cli(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # a bad config value: nothing trained
         print(f"launch.train: {exc}", file=sys.stderr)
         return 2
-    return main(args, argv)
+    from runtime.distributed import ClusterError
+
+    try:
+        return main(args, argv)
+    except ClusterError as exc:  # no cluster at --address: nothing trained
+        print(f"launch.train: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -3,13 +3,20 @@
 `collect_eps_per_s_1` and `collect_eps_per_s_2`: episodes per second of wall-clock time with that many Ray
 actors (one simulator each), from when every actor has started (a process each, imports done: start-up is
 not throughput) to the last episode in; `scaling_2_over_1`, their ratio in this run.
-`train_loss_gap_2_vs_1` needs training on Ray Train, which is not built yet: it stays unmeasured (and so
-fails its target).
+`train_loss_gap_2_vs_1`: the collected episodes, then the world model trained on them with Ray Train by 1
+and by 2 workers (the same global batch, split over the workers: runtime/distributed/train.py);
+|final loss (2) - final loss (1)| / final loss (1), the final loss being the mean total JEPA loss of the last
+`final_steps` steps. The refit's gap and each run's time are in the details.
 """
 
+import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from runtime.benchmarks.report import Report
+from runtime.world_model.model import WorldModelConfig
+from runtime.world_model.training import Episodes, TrainConfig
 
 
 @dataclass
@@ -19,11 +26,17 @@ class DistributedBenchConfig:
     episode_seconds: float = 5.0
     """Simulated length of each (reach) episode."""
     seed: int = 900_000
+    train_steps: int = 300
+    """JEPA steps of each training run (global batch 8 windows)."""
+    refit_steps: int = 100
+    final_steps: int = 50
+    """The final loss is the mean over this many last steps."""
 
 
 def run(cfg: DistributedBenchConfig, progress=None) -> Report:
     import ray
 
+    from runtime.distributed import cluster
     from runtime.distributed import collect as distributed
     from runtime.world_model.data import CollectConfig
 
@@ -34,23 +47,55 @@ def run(cfg: DistributedBenchConfig, progress=None) -> Report:
     )
     collect = CollectConfig(task="reach", episode_seconds=cfg.episode_seconds)
     seeds = list(range(cfg.seed, cfg.seed + cfg.episodes))
+    episodes: dict[int, dict] = {}
     ray.shutdown()
-    distributed.start(2)
+    cluster.start(2)
     try:
         for workers in (1, 2):
             done = []
 
             def keep(seed, episode, done=done, workers=workers):
                 done.append(seed)
+                episodes[seed] = episode
                 if progress:
-                    progress(f"{workers} worker(s): {len(done)}/{cfg.episodes} episodes")
+                    progress(f"collect, {workers} worker(s): {len(done)}/{cfg.episodes} episodes")
 
             summary = distributed.collect(collect, seeds, workers, keep)
             report.results[f"collect_eps_per_s_{workers}"] = len(done) / summary[0]["wall_s"]
             report.details[f"workers_{workers}"] = summary
+        report.results["scaling_2_over_1"] = (
+            report.results["collect_eps_per_s_2"] / report.results["collect_eps_per_s_1"]
+        )
+        _train(cfg, Episodes.of([episodes[s] for s in seeds]), report, progress)
     finally:
         ray.shutdown()
-    report.results["scaling_2_over_1"] = (
-        report.results["collect_eps_per_s_2"] / report.results["collect_eps_per_s_1"]
-    )
     return report
+
+
+def _train(cfg: DistributedBenchConfig, episodes, report: Report, progress) -> None:
+    import tempfile
+
+    from runtime.distributed.train import train_on_ray
+
+    train_cfg = TrainConfig(steps=cfg.train_steps, refit_steps=cfg.refit_steps)
+    final = {}
+    with tempfile.TemporaryDirectory() as storage:
+        for workers in (1, 2):
+
+            def show(phase, step, terms, workers=workers):
+                if progress and step % 10 == 0:
+                    loss = terms.get("total", terms.get("refit", 0.0))
+                    progress(f"train, {workers} worker(s): {phase} step {step}, loss {loss:.2f}")
+
+            t0 = time.perf_counter()
+            _, history, refit = train_on_ray(WorldModelConfig(), train_cfg, episodes, workers, storage, show)
+            final[workers] = {
+                "loss": float(np.mean([h["total"] for h in history[-cfg.final_steps :]])),
+                "refit": float(np.mean([h["refit"] for h in refit[-cfg.final_steps :]])) if refit else None,
+                "seconds": time.perf_counter() - t0,
+            }
+    report.details["train"] = final
+    gap = lambda key: abs(final[2][key] - final[1][key]) / final[1][key]  # noqa: E731
+    report.results["train_loss_gap_2_vs_1"] = gap("loss")
+    if cfg.refit_steps:
+        report.details["refit_loss_gap_2_vs_1"] = gap("refit")

@@ -6,21 +6,17 @@ finish in, or a worker dying half-way. A dead worker's actor is restarted by Ray
 from its seed (`max_restarts`, `max_task_retries`); the driver writes each episode under its seed as it
 arrives, once.
 
-Without `--address`, Ray starts in this process with `workers` CPUs and no dashboard; `auto` joins the
-cluster this machine belongs to, `HOST:PORT` a cluster's head node. An address where nothing listens is
-refused at once, naming it (Ray itself would retry for a minute).
+Ray is started (or joined) by runtime/distributed/cluster.py.
 """
 
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 import ray
 
-from runtime.distributed import ClusterError
 from runtime.world_model.data import CollectConfig, collect_episode
 
 log = logging.getLogger(__name__)
@@ -30,43 +26,20 @@ RESTARTS = 5  # a worker may die this many times before its episodes count as fa
 IN_FLIGHT = 2
 
 
-def check_address(address: str | None) -> None:
-    """ClusterError naming `address` if it is `HOST:PORT` and nothing listens there."""
-    if address in (None, "", "auto", "local") or address.startswith("ray://"):
-        return
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=2.0):
-            return
-    except (OSError, ValueError) as exc:
-        raise ClusterError(
-            f"no Ray cluster at {address!r} ({exc}); start one with `ray start --head` or leave --address "
-            "out to run locally"
-        ) from None
-
-
-def start(workers: int, address: str | None = None) -> None:
-    """Ray, locally (`workers` CPUs, no dashboard) or joined to the cluster at `address`."""
-    if ray.is_initialized():
-        return
-    check_address(address)
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    if address in (None, "", "local"):
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    else:
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
-
-
 @ray.remote(num_cpus=1, max_restarts=RESTARTS, max_task_retries=RESTARTS)
 class Collector:
     """One simulator, episodes on request. Its process id lets tests and the benchmark kill it."""
 
-    def __init__(self, cfg: CollectConfig):
+    def __init__(
+        self, cfg: CollectConfig, controller: Callable | None = None, summarize: Callable | None = None
+    ):
         os.environ.setdefault("MUJOCO_GL", "egl")
         # a short episode first: the numba kernels compile and the renderer starts here, not in the first
         # real episode (start-up is the worker's, not its throughput)
         collect_episode(replace(cfg, episode_seconds=0.3), 0)
         self.cfg = cfg
+        self.controller = controller() if controller is not None else None
+        self.summarize = summarize
         self.episodes = 0
         self.busy_s = 0.0
 
@@ -75,7 +48,9 @@ class Collector:
 
     def collect(self, seed: int) -> tuple[int, dict, float]:
         t0 = time.perf_counter()
-        episode = collect_episode(self.cfg, seed)
+        episode = collect_episode(self.cfg, seed, controller=self.controller)
+        if self.summarize is not None:
+            episode = self.summarize(episode, self.controller)
         elapsed = time.perf_counter() - t0
         self.episodes += 1
         self.busy_s += elapsed
@@ -91,11 +66,17 @@ def collect(
     workers: int,
     on_episode: Callable[[int, dict], None],
     on_started: Callable[[list], None] | None = None,
+    controller: Callable | None = None,
+    summarize: Callable | None = None,
 ) -> list[dict]:
     """Every seed's episode, handed to `on_episode(seed, episode)` as it completes (once per seed), with at
     most IN_FLIGHT per worker in flight. Returns each worker's throughput summary, timed from when every
-    worker had started (`wall_s`). Ray must be started."""
-    actors = [Collector.remote(cfg) for _ in range(workers)]
+    worker had started (`wall_s`). Ray must be started.
+
+    `controller`, a picklable function of nothing, builds each worker's policy there (launch.eval control;
+    default: the scripted expert or random walk of `cfg`); `summarize(episode, controller)`, also run there,
+    replaces the episode with what the caller needs of it."""
+    actors = [Collector.remote(cfg, controller, summarize) for _ in range(workers)]
     ray.get([actor.pid.remote() for actor in actors])  # started (a process each, its imports done)
     if on_started is not None:
         on_started(actors)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import distributed as dist
 from torch.nn import functional as F
 
 from runtime.world_model.data import STREAMS, load_episode
@@ -58,6 +59,45 @@ class TrainConfig:
         return out
 
 
+@dataclass(frozen=True)
+class Shard:
+    """One worker's part in data-parallel training (runtime/distributed/train.py): every worker draws the same
+    global batch, trains on its `rank`-th slice of it, and the gradients (and loss terms) are averaged over
+    the `world` workers through torch.distributed before each step. So a step is the one-worker step on the
+    same windows, except for the terms taken over a batch (anti-collapse, scene contrast): per slice here."""
+
+    rank: int = 0
+    world: int = 1
+
+    def take(self, x: torch.Tensor) -> torch.Tensor:
+        per = len(x) // self.world
+        return x[self.rank * per : (self.rank + 1) * per]
+
+    def average(self, params: list[torch.nn.Parameter], terms: dict[str, float]) -> dict[str, float]:
+        """Gradients averaged in place over the workers, in one all-reduce with the loss terms; the terms'
+        averages are returned. A parameter no worker has a gradient for keeps none, as on one worker (the
+        optimizer skips it); one that only some have (an expert routed to in one slice only) counts zero
+        from the others."""
+        if self.world == 1:
+            return terms
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        had = torch.tensor([p.grad is not None for p in params], dtype=grads[0].dtype)
+        values = torch.tensor(list(terms.values()), dtype=grads[0].dtype)
+        flat = torch.cat([g.reshape(-1) for g in grads] + [had, values])
+        dist.all_reduce(flat)
+        offset = 0
+        for p, g in zip(params, grads, strict=True):
+            p.grad = flat[offset : offset + g.numel()].view_as(g) / self.world
+            offset += g.numel()
+        for p, count in zip(params, flat[offset : offset + len(params)].tolist(), strict=True):
+            if count == 0:
+                p.grad = None
+        return dict(zip(terms, (flat[offset + len(params) :] / self.world).tolist(), strict=True))
+
+
+SINGLE = Shard()
+
+
 class Episodes:
     """Every episode of a directory in memory (uint8 images: about 4 MB per 10 s episode)."""
 
@@ -70,6 +110,18 @@ class Episodes:
             )
         self.paths = paths[:limit]
         self.episodes = [load_episode(p) for p in self.paths]
+        self._check()
+
+    @classmethod
+    def of(cls, episodes: list[dict]) -> "Episodes":
+        """Episodes already in memory (as launch.collect's workers hand them in)."""
+        self = cls.__new__(cls)
+        self.paths = [Path(f"<episode {i}>") for i in range(len(episodes))]
+        self.episodes = list(episodes)
+        self._check()
+        return self
+
+    def _check(self) -> None:
         for path, e in zip(self.paths, self.episodes, strict=True):
             if e["joint"].shape[1:] != (JOINT_DIM,):
                 raise ValueError(
@@ -107,8 +159,9 @@ def train(
     cfg: TrainConfig,
     episodes: Episodes,
     progress: Callable[[int, dict], None] | None = None,
+    shard: Shard = SINGLE,
 ) -> tuple[WorldModel, list[dict]]:
-    """Trains a fresh model; returns it with the per-step loss terms."""
+    """Trains a fresh model; returns it with the per-step loss terms (averaged over the workers)."""
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -122,12 +175,13 @@ def train(
     model.train()
     for step in range(cfg.steps):
         t0 = time.perf_counter()
-        batch = episodes.sample(rng, cfg.batch, cfg.window)
+        batch = {k: shard.take(v) for k, v in episodes.sample(rng, cfg.batch, cfg.window).items()}
         loss, terms = jepa_loss(model, batch, cfg.objective, generator, target)
         if not math.isfinite(terms["total"]):
             raise FloatingPointError(f"loss is not finite at step {step}: {terms}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        terms = shard.average(list(model.parameters()), terms)
         terms["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip))
         opt.step()
         schedule.step()
@@ -160,6 +214,7 @@ def refit_predictor(
     cfg: TrainConfig,
     episodes: "Episodes",
     progress: Callable[[int, dict], None] | None = None,
+    shard: Shard = SINGLE,
 ) -> list[dict]:
     """Train the transition alone on the model's latents (encoders and belief frozen): the K-step
     prediction error, with the Hamiltonian models' conservation and stability terms. Returns the terms."""
@@ -173,7 +228,7 @@ def refit_predictor(
     generator = torch.Generator().manual_seed(cfg.seed)
     history = []
     for step in range(cfg.refit_steps):
-        i = torch.randint(len(z0), (cfg.refit_batch,), generator=generator)
+        i = shard.take(torch.randint(len(z0), (cfg.refit_batch,), generator=generator))
         terms = {"refit": F.mse_loss(model.rollout(z0[i], actions[i], dt[i]), target[i])}
         loss = terms["refit"]
         if model.hamiltonian:
@@ -182,8 +237,12 @@ def refit_predictor(
             loss = loss + obj.conservation * terms["conservation"] + obj.stability * terms["stability"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        history.append(
+            shard.average(
+                list(model.predictor.parameters()), {k: float(v.detach()) for k, v in terms.items()}
+            )
+        )
         opt.step()
-        history.append({k: float(v.detach()) for k, v in terms.items()})
         if progress:
             progress(step, history[-1])
     return history

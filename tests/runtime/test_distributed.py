@@ -1,6 +1,8 @@
 """Episodes collected on Ray (runtime/distributed): the same dataset whatever the worker count, a killed
-worker survived with nothing lost or duplicated, a two-node cluster, a clear refusal where no cluster is."""
+worker survived with nothing lost or duplicated, a two-node cluster (collection and training), a clear
+refusal where no cluster is, the control evaluation on two workers."""
 
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
+import torch
 
 from runtime.distributed import collect as distributed
 from runtime.world_model.data import CollectConfig, collect_episode, load_episode
@@ -20,14 +23,6 @@ CFG = CollectConfig(task="reach", episode_seconds=1.5)
 
 def _same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-
-
-@pytest.fixture
-def local_ray():
-    ray.shutdown()
-    distributed.start(2)
-    yield
-    ray.shutdown()
 
 
 def _collect(seeds, workers, on_started=None, after_first=None) -> dict[int, dict]:
@@ -76,10 +71,15 @@ def test_a_killed_worker_is_restarted_and_nothing_is_lost_or_duplicated(local_ra
 
 
 @pytest.mark.timeout(300)
-def test_collection_runs_on_a_two_node_cluster():
+def test_collection_and_training_run_on_a_two_node_cluster(tmp_path):
     """A head and a worker node on this machine (ray.cluster_utils.Cluster): two collectors, one per node's
-    CPU, collect every seed."""
+    CPU, collect every seed; then two Ray Train workers, one per node, train on those episodes (a few steps:
+    the weights move, the losses are finite)."""
     from ray.cluster_utils import Cluster
+
+    from runtime.distributed.train import train_on_ray
+    from runtime.world_model.model import WorldModel, WorldModelConfig
+    from runtime.world_model.training import Episodes, TrainConfig
 
     ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
@@ -89,6 +89,16 @@ def test_collection_runs_on_a_two_node_cluster():
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
         got = _collect([700, 701], 2)
         assert sorted(got) == [700, 701]
+        cfg = TrainConfig(steps=3, refit_steps=2, refit_batch=16)
+        model, history, refit = train_on_ray(
+            WorldModelConfig(), cfg, Episodes.of(list(got.values())), 2, tmp_path / "ray"
+        )
+        assert len(history) == 3 and len(refit) == 2
+        assert all(np.isfinite(h["total"]) for h in history)
+        torch.manual_seed(cfg.seed)  # the weights training started from
+        fresh = WorldModel(WorldModelConfig())
+        moved = torch.nn.utils.parameters_to_vector(model.parameters())
+        assert not torch.equal(moved, torch.nn.utils.parameters_to_vector(fresh.parameters()))
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -130,3 +140,32 @@ def test_launch_collect_with_two_workers_writes_the_same_files(tmp_path):
     for seed in (800, 801, 802):
         name = f"episode_{seed}.npz"
         assert _same(load_episode(runs[1] / name), load_episode(runs[2] / name)), seed
+
+
+@pytest.mark.timeout(400)
+def test_launch_eval_control_on_two_workers_scores_as_one(tmp_path):
+    """`launch.eval control --workers 2`: each Ray worker builds its own controllers (the distilled actor, the
+    MPC planner on the shipped model); every figure equals the in-process run's, episode for episode seeded,
+    and each worker's throughput is reported."""
+    args = ["control", "--task", "reach", "--episodes", "2", "--episode-seconds", "1.0"]
+    args += ["--policies", "actor", "mpc_hssm", "expert", "--candidates", "32", "--horizon", "5"]
+    args += ["--iterations", "1"]
+    reports = {}
+    for workers in (1, 2):
+        path = tmp_path / f"w{workers}.json"
+        proc = subprocess.run(
+            [sys.executable, "-m", "launch.eval", *args, "--workers", str(workers), "--json", str(path)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        reports[workers] = json.loads(path.read_text())
+    one, two = reports[1], reports[2]
+    assert {k: v for k, v in one["results"].items() if k.startswith("success_")} == {
+        k: v for k, v in two["results"].items() if k.startswith("success_")
+    }
+    assert set(one["results"]) == set(two["results"]) >= {"success_actor", "success_mpc_hssm", "plan_p99_ms"}
+    workers = two["details"]["workers_mpc_hssm"]
+    assert len(workers) == 2 and sum(w["episodes"] for w in workers) == 2
