@@ -1,25 +1,29 @@
 """Collect world-model training data: `python -m launch.collect --env manipulation --episodes 200 --out data`.
 
 Runs simulated episodes in process, in virtual time (about five times faster than real time here), with the
-scripted expert plus exploration noise, or random actions for a share of the episodes. Their ticks are built
-by the V-sync scheduler exactly as the live brain builds them. Writes one `episode_<seed>.npz` per episode
-(see `runtime/world_model/data.py` for the arrays) and `manifest.json` (the command's config, the episodes,
-their successes). Episode i uses seed `--seed + i`, so a collection can be extended or repeated exactly;
-episodes already on disk are kept, not redone. `--workers N` collects on N Ray actors (runtime/distributed),
-with the same episodes whatever N; `--address` joins a Ray cluster.
+scripted expert plus exploration noise, or random actions for a share of the episodes; or with a world-model
+policy (`--policy mpc_hssm` or `actor`, runtime/planning/policies.py) from `--checkpoint`. Their ticks are
+built by the V-sync scheduler exactly as the live brain builds them. Writes one `episode_<seed>.npz` per
+episode (see `runtime/world_model/data.py` for the arrays) and `manifest.json` (the command's config, the
+episodes, their successes). Episode i uses seed `--seed + i`, so a collection can be extended or repeated
+exactly; episodes already on disk are kept, not redone. `--workers N` collects on N Ray actors
+(runtime/distributed), with the same episodes whatever N; `--address` joins a Ray cluster.
 """
 
 import json
 import sys
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
+import torch
 import tyro
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 import envs
+from runtime.planning import policies as closed_loop
 from runtime.world_model.data import CollectConfig, collect_episode, load_episode, save_episode
 
 
@@ -40,6 +44,11 @@ class CollectArgs:
     """Exploration noise on the expert's joint targets (radians, Gaussian sd, per control step)."""
     random_fraction: float = 0.2
     """Share of episodes driven by uniformly random actions instead of the expert."""
+    policy: Literal["expert", "mpc_hssm", "actor"] = "expert"
+    """Who acts: the scripted expert (with `noise_rad`, and `random_fraction`), the latent MPC planner or the
+    distilled actor of `--checkpoint` (these two ignore the noise and the random share)."""
+    checkpoint: Path | None = None
+    """World-model checkpoint of `mpc_hssm` and `actor` (default: the shipped one)."""
     workers: int = 1
     """Ray actors collecting in parallel, one simulator each (1 without --address: in this process)."""
     address: str | None = None
@@ -54,6 +63,12 @@ class CollectArgs:
 
 def main(args: CollectArgs) -> int:
     cfg = CollectConfig(args.task, args.episode_seconds, args.noise_rad, args.random_fraction)
+    # in virtual time no deadline cuts a search short, and one thread each as on a Ray worker: an episode
+    # depends on its seed alone, not on the load or the number of threads its float sums were split over
+    policy = partial(closed_loop.controller, args.policy, source=args.checkpoint, deadline=False)
+    controller = policy()  # no checkpoint: refused here
+    if controller is not None:
+        torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     console = Console(stderr=True)
     episodes = []
@@ -73,10 +88,11 @@ def main(args: CollectArgs) -> int:
             from runtime.distributed import collect as distributed
 
             cluster.start(args.workers, args.address)
-            throughput = distributed.collect(cfg, todo, args.workers, keep)
+            build = policy if controller is not None else None
+            throughput = distributed.collect(cfg, todo, args.workers, keep, controller=build)
         else:
             for seed in todo:
-                keep(seed, collect_episode(cfg, seed))
+                keep(seed, collect_episode(cfg, seed, controller=controller))
     for seed in seeds:
         path = args.out / f"episode_{seed}.npz"
         episode = load_episode(path)
@@ -91,7 +107,11 @@ def main(args: CollectArgs) -> int:
     manifest = {
         "command": "launch.collect",
         "env_id": envs.ENV_IDS[args.task],  # episodes of another env version must not be mixed with these
-        "config": {**asdict(args), "out": str(args.out)},
+        "config": {
+            **asdict(args),
+            "out": str(args.out),
+            "checkpoint": args.checkpoint and str(args.checkpoint),
+        },
         "episodes": episodes,
     }
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -114,10 +134,11 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"launch.collect: {exc}", file=sys.stderr)
         return 2
     from runtime.distributed import ClusterError
+    from runtime.world_model.checkpoint import CheckpointError
 
     try:
         return main(args)
-    except ClusterError as exc:  # no cluster at --address: nothing collected
+    except (ClusterError, CheckpointError) as exc:  # no cluster at --address, no model: nothing collected
         print(f"launch.collect: {exc}", file=sys.stderr)
         return 2
 

@@ -21,7 +21,7 @@ fits each model's linear probes on training episodes and scores everything on he
 """
 
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ import tyro
 from rich.console import Console
 
 from runtime.benchmarks.report import Report
+from runtime.planning import policies as closed_loop
 from runtime.world_model import checkpoint
 from runtime.world_model import evaluation as ev
 from runtime.world_model.model import MODELS
@@ -243,7 +244,7 @@ class ControlEval(OnOneModel):
     episodes: int = 50
     episode_seconds: float | None = None
     """Default: 5 s for reach, 10 s for push."""
-    policies: tuple[str, ...] = ("mpc_hssm", "mpc_gru", "actor", "expert", "random")
+    policies: tuple[str, ...] = closed_loop.POLICIES
     checkpoints: Path = Path("results/checkpoints")
     """Where `mpc_gru` finds the GRU baseline (launch.train --model all)."""
     candidates: int = 256
@@ -270,60 +271,14 @@ class ControlEval(OnOneModel):
         return self.workers > 1 or self.address is not None
 
 
-CONTROL_POLICIES = ("mpc_hssm", "mpc_gru", "actor", "expert", "random")
-
-
-def control_policy(policy: str, cfg: ControlEval, planner=None):
-    """The controller of `policy` (None: the env's own expert or random walk) and a note for the details;
-    checkpoint.CheckpointError where its checkpoint is missing. Ray workers build theirs with it too."""
-    from runtime.planning.control import MPCController
-    from runtime.world_model import readout
-
-    source = cfg.checkpoint or checkpoint.DEFAULT_CHECKPOINT
-    if policy == "actor":
-        from runtime.planning import actor
-
-        model, _ = checkpoint.load(source)
-        return actor.ActorController(model, actor.load(source), readout=readout.load(source)), None
-    if not policy.startswith("mpc_"):
-        return None, None
-    if policy == "mpc_gru":
-        source = cfg.checkpoints / "gru"
-    model, _ = checkpoint.load(source)
-    joints = readout.load(source)
-    prior, note = None, None  # the actor distilled from the hssm planner proposes its first steps
-    if policy == "mpc_hssm" and cfg.prior == "actor":
-        from runtime.planning import actor
-
-        try:
-            prior = actor.load(source)
-        except checkpoint.CheckpointError as exc:
-            note = f"searching without a policy prior ({exc})"
-    controller = MPCController(
-        model, planner or _planner(cfg), readout=joints, prior=prior, search_ahead=cfg.search_ahead
-    )
-    return controller, note
-
-
-def _planner(cfg: ControlEval):
-    from runtime.planning.control import PLANNER
-
-    elites = min(32, max(2, cfg.candidates // 8))  # the default 32 of 256, scaled for smaller runs
-    return replace(
-        PLANNER, candidates=cfg.candidates, horizon=cfg.horizon, iterations=cfg.iterations, elites=elites
-    )
-
-
-def _built(policy: str, cfg: ControlEval):
-    return control_policy(policy, cfg)[0]
-
-
-def _outcome(episode: dict, controller) -> dict:
-    """What a Ray worker sends back of a control episode: its success and the plans' times."""
-    plan_ms = list(controller.plan_ms) if controller is not None else []
-    if controller is not None:
-        controller.plan_ms.clear()
-    return {"success": bool(episode["success"]), "plan_ms": plan_ms}
+def _policy_options(cfg: "ControlEval") -> dict:
+    return {
+        "source": cfg.checkpoint,
+        "checkpoints": cfg.checkpoints,
+        "planner": closed_loop.planner_config(cfg.candidates, cfg.horizon, cfg.iterations),
+        "prior": cfg.prior,
+        "search_ahead": cfg.search_ahead,
+    }
 
 
 def run_control(cfg: ControlEval, console: Console) -> Report:
@@ -333,11 +288,11 @@ def run_control(cfg: ControlEval, console: Console) -> Report:
 
     from runtime.world_model.data import CollectConfig, collect_episode
 
-    unknown = sorted(set(cfg.policies) - set(CONTROL_POLICIES))
+    unknown = sorted(set(cfg.policies) - set(closed_loop.POLICIES))
     if unknown or cfg.task not in ("reach", "push") or cfg.prior not in ("actor", "none"):
         raise SystemExit(
             "launch.eval control: task must be reach or push, prior actor or none, policies among "
-            + ", ".join(CONTROL_POLICIES)
+            + ", ".join(closed_loop.POLICIES)
         )
     torch.set_num_threads(2)
     seconds = cfg.episode_seconds or (5.0 if cfg.task == "reach" else 10.0)
@@ -360,7 +315,7 @@ def run_control(cfg: ControlEval, console: Console) -> Report:
         task = bar.add_task("control", total=len(cfg.policies) * cfg.episodes)
         for policy in cfg.policies:
             try:
-                controller, note = control_policy(policy, cfg)
+                controller, note = closed_loop.build(policy, **_policy_options(cfg))
             except checkpoint.CheckpointError as exc:
                 console.print(f"{policy}: skipped ({exc})")
                 bar.advance(task, cfg.episodes)
@@ -383,14 +338,20 @@ def run_control(cfg: ControlEval, console: Console) -> Report:
                 bar.update(task, advance=1, description=f"{policy}: {wins}/{len(outcomes)}")
 
             if cfg.on_ray:  # each worker builds its own controller: one simulator and one model each
-                build = partial(_built, policy, cfg)
+                build = partial(closed_loop.controller, policy, **_policy_options(cfg))
                 throughput = distributed.collect(
-                    collect, seeds, cfg.workers, keep, controller=build, summarize=_outcome
+                    collect, seeds, cfg.workers, keep, controller=build, summarize=closed_loop.outcome
                 )
                 report.details[f"workers_{policy}"] = throughput
+                for w in throughput:
+                    console.print(
+                        f"{policy}, worker {w['worker']}: {w['episodes']} episodes, "
+                        f"{w['episodes_per_s']:.2f} episodes/s"
+                    )
             else:
                 for seed in seeds:
-                    keep(seed, _outcome(collect_episode(collect, seed, controller=controller), controller))
+                    episode = collect_episode(collect, seed, controller=controller)
+                    keep(seed, closed_loop.outcome(episode, controller))
             report.results[f"success_{policy}"] = sum(o["success"] for o in outcomes) / cfg.episodes
             if controller is not None:
                 ms = [m for o in outcomes for m in o["plan_ms"]]

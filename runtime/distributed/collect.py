@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 import ray
+import torch
 
 from runtime.world_model.data import CollectConfig, collect_episode
 
@@ -34,6 +35,7 @@ class Collector:
         self, cfg: CollectConfig, controller: Callable | None = None, summarize: Callable | None = None
     ):
         os.environ.setdefault("MUJOCO_GL", "egl")
+        torch.set_num_threads(1)  # one CPU each (num_cpus=1); a model's float sums then split as in-process
         # a short episode first: the numba kernels compile and the renderer starts here, not in the first
         # real episode (start-up is the worker's, not its throughput)
         collect_episode(replace(cfg, episode_seconds=0.3), 0)

@@ -22,7 +22,9 @@ CFG = CollectConfig(task="reach", episode_seconds=1.5)
 
 
 def _same(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    """Byte for byte, a NaN (a stream not seen yet) equal to a NaN."""
+    nan_ok = lambda x: np.asarray(x).dtype.kind == "f"  # noqa: E731
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k], equal_nan=nan_ok(a[k])) for k in a)
 
 
 def _collect(seeds, workers, on_started=None, after_first=None) -> dict[int, dict]:
@@ -119,34 +121,50 @@ def test_an_address_with_nothing_listening_is_refused_at_once(tmp_path):
     assert not list((tmp_path / "data").glob("episode_*.npz"))
 
 
-@pytest.mark.timeout(300)
-def test_launch_collect_with_two_workers_writes_the_same_files(tmp_path):
-    """`launch.collect --workers 2` writes the episodes `--workers 1` writes, and a throughput line per
-    worker."""
-    args = ["--task", "reach", "--episodes", "3", "--episode-seconds", "1.5", "--seed", "800"]
+def _launch_collect(out: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "launch.collect", "--out", str(out), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize(("policy", "episodes", "seconds"), [("expert", 3, "1.5"), ("mpc_hssm", 2, "1.0")])
+def test_launch_collect_with_two_workers_writes_the_same_files(tmp_path, policy, episodes, seconds):
+    """`launch.collect --workers 2` writes the episodes `--workers 1` writes, byte for byte, and a throughput
+    line per worker: with the scripted expert, and with the latent MPC planner on the shipped model, built
+    inside each Ray worker (no deadline in virtual time, one thread each: its episodes depend on their seed
+    alone)."""
+    seeds = range(800, 800 + episodes)
+    args = ["--task", "reach", "--episodes", str(episodes), "--episode-seconds", seconds, "--seed", "800"]
     runs = {}
     for workers in (1, 2):
-        out = tmp_path / f"w{workers}"
-        proc = subprocess.run(
-            [sys.executable, "-m", "launch.collect", "--out", str(out), "--workers", str(workers), *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
+        runs[workers] = tmp_path / f"w{workers}"
+        proc = _launch_collect(runs[workers], "--workers", str(workers), "--policy", policy, *args)
         assert proc.returncode == 0, proc.stderr[-2000:]
-        runs[workers] = out
     assert "worker 1:" in proc.stderr
-    for seed in (800, 801, 802):
+    for seed in seeds:
         name = f"episode_{seed}.npz"
         assert _same(load_episode(runs[1] / name), load_episode(runs[2] / name)), seed
+    assert json.loads((runs[2] / "manifest.json").read_text())["config"]["policy"] == policy
+
+
+def test_launch_collect_refuses_a_policy_checkpoint_that_is_not_there(tmp_path):
+    """`--policy actor --checkpoint MISSING`: exit 2 naming the path, nothing written."""
+    missing = tmp_path / "nowhere"
+    proc = _launch_collect(tmp_path / "out", "--policy", "actor", "--checkpoint", str(missing), timeout=120)
+    assert proc.returncode == 2 and str(missing) in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.timeout(400)
 def test_launch_eval_control_on_two_workers_scores_as_one(tmp_path):
     """`launch.eval control --workers 2`: each Ray worker builds its own controllers (the distilled actor, the
-    MPC planner on the shipped model); every figure equals the in-process run's, episode for episode seeded,
-    and each worker's throughput is reported."""
+    MPC planner on the shipped model); the successes equal the in-process run's on the same seeded episodes,
+    the same figures are reported, and each worker's throughput."""
     args = ["control", "--task", "reach", "--episodes", "2", "--episode-seconds", "1.0"]
     args += ["--policies", "actor", "mpc_hssm", "expert", "--candidates", "32", "--horizon", "5"]
     args += ["--iterations", "1"]
