@@ -6,11 +6,12 @@ not throughput) to the last episode in; `scaling_2_over_1`, their ratio in this 
 `train_loss_gap_2_vs_1`: the collected episodes, then the world model trained on them with Ray Train by 1
 and by 2 workers (the same global batch, split over the workers: runtime/distributed/train.py);
 |final loss (2) - final loss (1)| / final loss (1), the final loss being the mean total JEPA loss of the last
-`final_steps` steps. The refit's gap and each run's time are in the details.
+`final_steps` steps. A third run, one worker from seed 1, gives the gap between two one-worker runs to read
+it against. The refit's gaps and each run's time are in the details.
 """
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -78,24 +79,28 @@ def _train(cfg: DistributedBenchConfig, episodes, report: Report, progress) -> N
     from runtime.distributed.train import train_on_ray
 
     train_cfg = TrainConfig(steps=cfg.train_steps, refit_steps=cfg.refit_steps)
+    # the third run, one worker from another seed, is the yardstick: how far two one-worker runs end apart
+    runs = {"1": (1, train_cfg), "2": (2, train_cfg), "1_seed1": (1, replace(train_cfg, seed=1))}
     final = {}
     with tempfile.TemporaryDirectory() as storage:
-        for workers in (1, 2):
+        for name, (workers, run_cfg) in runs.items():
 
-            def show(phase, step, terms, workers=workers):
+            def show(phase, step, terms, name=name):
                 if progress and step % 10 == 0:
                     loss = terms.get("total", terms.get("refit", 0.0))
-                    progress(f"train, {workers} worker(s): {phase} step {step}, loss {loss:.2f}")
+                    progress(f"train {name}: {phase} step {step}, loss {loss:.2f}")
 
             t0 = time.perf_counter()
-            _, history, refit = train_on_ray(WorldModelConfig(), train_cfg, episodes, workers, storage, show)
-            final[workers] = {
+            _, history, refit = train_on_ray(WorldModelConfig(), run_cfg, episodes, workers, storage, show)
+            final[name] = {
                 "loss": float(np.mean([h["total"] for h in history[-cfg.final_steps :]])),
                 "refit": float(np.mean([h["refit"] for h in refit[-cfg.final_steps :]])) if refit else None,
                 "seconds": time.perf_counter() - t0,
             }
     report.details["train"] = final
-    gap = lambda key: abs(final[2][key] - final[1][key]) / final[1][key]  # noqa: E731
-    report.results["train_loss_gap_2_vs_1"] = gap("loss")
+    gap = lambda key, other: abs(final[other][key] - final["1"][key]) / final["1"][key]  # noqa: E731
+    report.results["train_loss_gap_2_vs_1"] = gap("loss", "2")
+    report.details["train_loss_gap_seed1_vs_seed0"] = gap("loss", "1_seed1")
     if cfg.refit_steps:
-        report.details["refit_loss_gap_2_vs_1"] = gap("refit")
+        report.details["refit_loss_gap_2_vs_1"] = gap("refit", "2")
+        report.details["refit_loss_gap_seed1_vs_seed0"] = gap("refit", "1_seed1")

@@ -73,10 +73,18 @@ def windows(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def jepa_loss(
-    model, batch: dict, cfg: ObjectiveConfig, generator: torch.Generator | None = None, target_model=None
+    model,
+    batch: dict,
+    cfg: ObjectiveConfig,
+    generator: torch.Generator | None = None,
+    target_model=None,
+    gather=None,
 ):
     """Total loss and its terms (floats) for a batch of tick windows (B, T, ...), T > K. `target_model` (an
-    EMA copy) gives the targets when set; otherwise the model's own latents behind a stop-gradient."""
+    EMA copy) gives the targets when set; otherwise the model's own latents behind a stop-gradient. `gather`
+    (data-parallel training: `Shard.gather`) turns this worker's slice into the global batch for the terms
+    taken over a whole batch."""
+    gather = gather or (lambda x: x)
     k = cfg.horizon
     z, _, aux = model(batch)
     b, t, d = z.shape
@@ -97,12 +105,13 @@ def jepa_loss(
     zk = z[:, k:].reshape(-1, d)
     back = model.rollout(zk, actions.flip(1), -dt.flip(1))
     terms["backward"] = F.mse_loss(back, windows(target[:, :-1], k).flip(1))
-    collapse = cfg.anti_collapse.terms(z.reshape(-1, d), generator)
+    z_all = gather(z).reshape(-1, d)  # the terms over the batch: over the global one
+    collapse = cfg.anti_collapse.terms(z_all, generator)
     terms.update(collapse)
     total = terms["predict"] + cfg.backward * terms["backward"]
     total = total + sum(ANTI_COLLAPSE_WEIGHTS[name] * value for name, value in collapse.items())
     if cfg.covariance:
-        terms["covariance"] = decorrelation(z.reshape(-1, d))
+        terms["covariance"] = decorrelation(z_all)
         total = total + cfg.covariance * terms["covariance"]
     if cfg.token_predict:
         # The observations' own tokens (camera, joints) at t..t+K, read linearly from q now and from the
@@ -122,7 +131,9 @@ def jepa_loss(
         terms["stability"] = stability(model.predictor, z0, dt, cfg.stability_margin)
         total = total + cfg.conservation * terms["conservation"] + cfg.stability * terms["stability"]
     if cfg.scene_contrast:
-        terms["scene_contrast"] = scene_contrast(aux["tokens"][:, :, 0], batch["mask"][..., 0])
+        terms["scene_contrast"] = scene_contrast(
+            gather(aux["tokens"][:, :, 0]), gather(batch["mask"][..., 0])
+        )
         total = total + cfg.scene_contrast * terms["scene_contrast"]
     if "balance" in aux:
         terms["balance"] = aux["balance"]

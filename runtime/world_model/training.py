@@ -63,8 +63,10 @@ class TrainConfig:
 class Shard:
     """One worker's part in data-parallel training (runtime/distributed/train.py): every worker draws the same
     global batch, trains on its `rank`-th slice of it, and the gradients (and loss terms) are averaged over
-    the `world` workers through torch.distributed before each step. So a step is the one-worker step on the
-    same windows, except for the terms taken over a batch (anti-collapse, scene contrast): per slice here."""
+    the `world` workers through torch.distributed before each step. The terms taken over a whole batch
+    (anti-collapse, decorrelation, scene contrast) see the whole global batch through `gather`. So a step
+    is the one-worker step on the same windows, but for the experts' load balance, which each worker takes
+    on its own slice."""
 
     rank: int = 0
     world: int = 1
@@ -72,6 +74,15 @@ class Shard:
     def take(self, x: torch.Tensor) -> torch.Tensor:
         per = len(x) // self.world
         return x[self.rank * per : (self.rank + 1) * per]
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """Every worker's `x` (its slice of a batch), concatenated in rank order: the global batch's own
+        order. The gradient flows back to each worker's slice."""
+        if self.world == 1:
+            return x
+        if not x.is_floating_point():  # masks: no gradient
+            return _Gather.apply(x.to(torch.float32), self.rank, self.world).to(x.dtype)
+        return _Gather.apply(x, self.rank, self.world)
 
     def average(self, params: list[torch.nn.Parameter], terms: dict[str, float]) -> dict[str, float]:
         """Gradients averaged in place over the workers, in one all-reduce with the loss terms; the terms'
@@ -96,6 +107,24 @@ class Shard:
 
 
 SINGLE = Shard()
+
+
+class _Gather(torch.autograd.Function):
+    """all_gather forward; backward, the gathered gradient summed over the workers (each worker's loss reads
+    every slice), this worker's slice of it. `Shard.average` then divides by the worker count."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rank, ctx.n = rank, len(x)
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n], None, None
 
 
 class Episodes:
@@ -176,7 +205,7 @@ def train(
     for step in range(cfg.steps):
         t0 = time.perf_counter()
         batch = {k: shard.take(v) for k, v in episodes.sample(rng, cfg.batch, cfg.window).items()}
-        loss, terms = jepa_loss(model, batch, cfg.objective, generator, target)
+        loss, terms = jepa_loss(model, batch, cfg.objective, generator, target, shard.gather)
         if not math.isfinite(terms["total"]):
             raise FloatingPointError(f"loss is not finite at step {step}: {terms}")
         opt.zero_grad(set_to_none=True)

@@ -29,17 +29,21 @@ def _shard_worker(rank: int, init: str, world: int) -> None:
     params = [*model.parameters(), unused, partial]
     x, y = torch.randn(8, 5), torch.randn(8, 3)
 
-    def loss_of(xs, ys, with_partial):
-        loss = torch.nn.functional.mse_loss(model(xs), ys)
+    def loss_of(xs, ys, with_partial, gather):
+        out = model(xs)
+        # a mean over samples (each worker its slice) and a term over the whole batch (gathered)
+        loss = torch.nn.functional.mse_loss(out, ys) + gather(out).var(dim=0).sum()
         return loss + (partial**2).sum() if with_partial else loss
 
-    full = loss_of(x, y, False)
+    full = loss_of(x, y, False, lambda v: v)
     full.backward()
     expected = [p.grad.clone() for p in model.parameters()]
     for p in params:
         p.grad = None
     shard = Shard(rank, world)
-    local = loss_of(shard.take(x), shard.take(y), rank == 0)
+    mask = torch.arange(8) % 3 == 0
+    assert torch.equal(shard.gather(shard.take(mask)), mask), "a gathered mask is not the global one"
+    local = loss_of(shard.take(x), shard.take(y), rank == 0, shard.gather)
     local.backward()
     terms = shard.average(params, {"total": float(local), "rank": float(rank)})
     for got, want in zip(model.parameters(), expected, strict=True):
@@ -52,8 +56,9 @@ def _shard_worker(rank: int, init: str, world: int) -> None:
 
 def test_sharded_gradients_are_the_full_batch_gradient(tmp_path):
     """Two gloo processes, each on its half of a batch of 8: after `Shard.average` every worker holds the
-    gradient of the whole batch's mean loss; a parameter no worker touched keeps no gradient, one only a
-    worker touched gets that worker's share; the loss terms are averaged."""
+    gradient of the whole batch's loss, a mean over samples plus a variance over the batch (through
+    `Shard.gather`); a parameter no worker touched keeps no gradient, one only a worker touched gets that
+    worker's share; the loss terms are averaged; a gathered mask is the global one."""
     mp.spawn(_shard_worker, args=(f"file://{tmp_path / 'rendezvous'}", 2), nprocs=2, join=True)
 
 
@@ -66,8 +71,8 @@ def episodes():
 @pytest.mark.timeout(400)
 def test_one_ray_worker_is_the_in_process_loop_and_two_train_alike(episodes, local_ray, tmp_path):
     """On one Ray Train worker, training is the in-process loop bit for bit (loss terms and weights). On two
-    (the same global batch, split), the loss follows the one-worker run step by step within 3 %: only the
-    terms taken over a batch (anti-collapse, scene contrast) see half the windows."""
+    (the same global batch, split; the terms over the batch gathered), the loss follows the one-worker run
+    step by step within 0.1 % (float sums in another order, and the experts' load balance per slice)."""
     cfg = TrainConfig(steps=6, refit_steps=3, refit_batch=16, threads=1)
     local, history = train(WorldModelConfig(), cfg, episodes)
     refit = refit_predictor(local, cfg, episodes)
@@ -84,7 +89,7 @@ def test_one_ray_worker_is_the_in_process_loop_and_two_train_alike(episodes, loc
         ("refit", i) for i in range(3)
     ], "the progress callback missed steps"
     a, b = np.array([h["total"] for h in history]), np.array([h["total"] for h in history_2])
-    assert np.all(np.abs(b - a) / a <= 0.03), (a, b)
+    assert np.all(np.abs(b - a) / a <= 1e-3), (a, b)
     assert not all(torch.equal(x, y) for x, y in zip(one.parameters(), two.parameters(), strict=True))
 
 
