@@ -28,9 +28,10 @@ from runtime.world_model.data import MAX_CHUNKS, tick_fields
 
 log = logging.getLogger(__name__)
 # The backbone's oscillator energy on the simulated arm's ticks stays in the hundreds to low thousands. On
-# ticks unlike its training data (a real arm's joints, a camera at 25 Hz) it was seen to grow ~1.35x a tick
-# without bound: the selective steps, varying tick to tick near leapfrog's stability edge, pump it. Past
-# this the belief is started again (counted) instead of carrying numbers that mean nothing.
+# ticks unlike its training data (an emulated Koch's joints) the first layer's selective step stretches its
+# stiffest oscillators to leapfrog's stability clamp on almost every tick, and switching steps there pumps
+# the energy without bound (README, "Real arms"). Past this the belief is started again (counted) instead
+# of carrying numbers that mean nothing.
 BELIEF_ENERGY_LIMIT = 1e6
 
 MODEL_COLUMNS = (
