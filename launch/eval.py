@@ -149,6 +149,26 @@ class OnOneModel:
 
 
 @dataclass
+class OnRay:
+    """Options of the evaluations that scale out on Ray (runtime/distributed)."""
+
+    workers: int = 1
+    """Ray workers (1 without --address: everything in this process). adapt: one shift per worker at a time,
+    learning on one thread (figures may differ from the in-process run's in the last digits); control: one
+    simulator and controller per worker, the same seeded episodes."""
+    address: str | None = None
+    """Ray cluster to join: `auto` or HOST:PORT of a head node (default: Ray started locally)."""
+
+    def __post_init__(self):
+        if self.workers < 1:
+            raise ValueError(f"`workers` must be >= 1, got {self.workers}")
+
+    @property
+    def on_ray(self) -> bool:
+        return self.workers > 1 or self.address is not None
+
+
+@dataclass
 class MemoryEval(OnOneModel):
     """A cell's store against exact nearest-neighbour and modern-Hopfield stores: recall from partial cues,
     capacity, audio-only cues for stored camera latents (runtime/memory/evaluation.py)."""
@@ -179,7 +199,7 @@ def run_memory(cfg: MemoryEval, console: Console) -> Report:
 
 
 @dataclass
-class AdaptEval(OnOneModel):
+class AdaptEval(OnRay, OnOneModel):
     """Prediction error through a change of the world's rules and back (action sign flip on the shoulder,
     cube mass x4, friction x0.3, actuator gain x0.5), for no adaptation, memory only, learner only and both
     (runtime/adapt/evaluation.py)."""
@@ -217,14 +237,27 @@ def run_adapt(cfg: AdaptEval, console: Console) -> Report:
     targets = {k: v for k, v in ADAPT_TARGETS.items() if k.split("_")[0] in cfg.shifts}
     report = Report("eval-adapt", config={k: str(v) for k, v in vars(cfg).items()}, targets=targets)
     with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("adaptation", total=len(cfg.shifts) * (3 * cfg.phase + len(adapt.VARIANTS)))
-        results, details = adapt.evaluate(
-            model,
-            probe,
-            ecfg,
-            cfg.shifts,
-            lambda shift, what: bar.update(task, advance=1, description=f"{shift}: {what}"),
-        )
+        if cfg.on_ray:  # one shift per task: a worker runs its own simulator, model and learner
+            from functools import partial
+
+            from runtime.distributed import cluster, tasks
+
+            cluster.start(cfg.workers, cfg.address)
+            task = bar.add_task("adaptation: shifts on Ray", total=len(cfg.shifts))
+            source = cfg.checkpoint or checkpoint.DEFAULT_CHECKPOINT
+            done = lambda shift, _: bar.update(task, advance=1, description=f"{shift}: done")  # noqa: E731
+            parts = tasks.run_all(partial(_score_shift, source, probe, ecfg), cfg.shifts, cfg.workers, done)
+            results = {k: v for part in parts for k, v in part[0].items()}
+            details = {k: v for part in parts for k, v in part[1].items()}
+        else:
+            task = bar.add_task("adaptation", total=len(cfg.shifts) * (3 * cfg.phase + len(adapt.VARIANTS)))
+            results, details = adapt.evaluate(
+                model,
+                probe,
+                ecfg,
+                cfg.shifts,
+                lambda shift, what: bar.update(task, advance=1, description=f"{shift}: {what}"),
+            )
     for shift in cfg.shifts:  # the shifted phase's errors themselves, not each variant's own ratio
         none, both = details[f"{shift}_post_error_m_none"], details[f"{shift}_post_error_m_both"]
         results[f"{shift}_none_over_both_post"] = none / both
@@ -233,8 +266,16 @@ def run_adapt(cfg: AdaptEval, console: Console) -> Report:
     return report
 
 
+def _score_shift(source: Path, probe, ecfg, shift: str) -> tuple[dict, dict]:
+    """One shift's results and details, on a Ray worker: the model loaded there, the probe sent along."""
+    from runtime.adapt import evaluation as adapt
+
+    model, _ = checkpoint.load(source)
+    return adapt.evaluate(model, probe, ecfg, (shift,))
+
+
 @dataclass
-class ControlEval(OnOneModel):
+class ControlEval(OnRay, OnOneModel):
     """Task success of each policy in closed loop on the manipulation env, in virtual time: latent MPC
     through the shipped hssm (`mpc_hssm`) and through the GRU baseline (`mpc_gru`, from
     `--checkpoints/gru`), the actor distilled from the hssm planner (`actor`, runtime/planning/actor.py),
@@ -256,19 +297,6 @@ class ControlEval(OnOneModel):
     """`mpc_hssm` searches around the distilled actor's step (`actor`, if the checkpoint has one) or not
     (`none`)."""
     seed: int = 300_000
-    workers: int = 1
-    """Ray actors running the episodes, one simulator and one controller each (1 without --address: in this
-    process). The results do not depend on it: an episode depends on its seed alone."""
-    address: str | None = None
-    """Ray cluster to join: `auto` or HOST:PORT of a head node (default: Ray started locally)."""
-
-    def __post_init__(self):
-        if self.workers < 1:
-            raise ValueError(f"`workers` must be >= 1, got {self.workers}")
-
-    @property
-    def on_ray(self) -> bool:
-        return self.workers > 1 or self.address is not None
 
 
 def _policy_options(cfg: "ControlEval") -> dict:

@@ -160,6 +160,23 @@ def test_launch_collect_refuses_a_policy_checkpoint_that_is_not_there(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def _eval_on_one_and_two_workers(args: list[str], tmp_path: Path) -> tuple[dict, dict]:
+    """The JSON reports of `launch.eval ARGS` in process and on 2 Ray workers."""
+    reports = []
+    for workers in (1, 2):
+        path = tmp_path / f"w{workers}.json"
+        proc = subprocess.run(
+            [sys.executable, "-m", "launch.eval", *args, "--workers", str(workers), "--json", str(path)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=500,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        reports.append(json.loads(path.read_text()))
+    return reports[0], reports[1]
+
+
 @pytest.mark.timeout(400)
 def test_launch_eval_control_on_two_workers_scores_as_one(tmp_path):
     """`launch.eval control --workers 2`: each Ray worker builds its own controllers (the distilled actor, the
@@ -168,22 +185,30 @@ def test_launch_eval_control_on_two_workers_scores_as_one(tmp_path):
     args = ["control", "--task", "reach", "--episodes", "2", "--episode-seconds", "1.0"]
     args += ["--policies", "actor", "mpc_hssm", "expert", "--candidates", "32", "--horizon", "5"]
     args += ["--iterations", "1"]
-    reports = {}
-    for workers in (1, 2):
-        path = tmp_path / f"w{workers}.json"
-        proc = subprocess.run(
-            [sys.executable, "-m", "launch.eval", *args, "--workers", str(workers), "--json", str(path)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        reports[workers] = json.loads(path.read_text())
-    one, two = reports[1], reports[2]
+    one, two = _eval_on_one_and_two_workers(args, tmp_path)
     assert {k: v for k, v in one["results"].items() if k.startswith("success_")} == {
         k: v for k, v in two["results"].items() if k.startswith("success_")
     }
     assert set(one["results"]) == set(two["results"]) >= {"success_actor", "success_mpc_hssm", "plan_p99_ms"}
     workers = two["details"]["workers_mpc_hssm"]
     assert len(workers) == 2 and sum(w["episodes"] for w in workers) == 2
+
+
+@pytest.mark.timeout(600)
+def test_launch_eval_adapt_scores_shifts_on_two_workers_as_in_process(tmp_path):
+    """`launch.eval adapt --workers 2`: one shift per Ray task. The same keys as the in-process run, the
+    world's change (simulation alone) identical, and the no-adaptation errors (inference alone) equal to
+    float rounding; the adapting variants learn on one thread there, two here."""
+    data = tmp_path / "train"
+    collect = _launch_collect(data, "--task", "push", "--episodes", "4", "--episode-seconds", "1.5")
+    assert collect.returncode == 0, collect.stderr[-2000:]
+    args = ["adapt", "--train-data", str(data), "--probe-episodes", "4", "--phase", "1"]
+    args += ["--episode-seconds", "2", "--shifts", "flip", "gain"]
+    one, two = _eval_on_one_and_two_workers(args, tmp_path)
+    assert set(one["results"]) == set(two["results"]) and set(one["details"]) == set(two["details"])
+    for shift in ("flip", "gain"):
+        key = f"{shift}_world_change_m"
+        assert one["details"][key] == two["details"][key], key
+        for name in ("post_error_m_none", "pre_error_m_none"):
+            key = f"{shift}_{name}"
+            assert two["details"][key] == pytest.approx(one["details"][key], rel=1e-4), key
