@@ -351,7 +351,7 @@ def run_control(cfg: ControlEval, console: Console) -> Report:
             if note:
                 console.print(f"{policy}: {note}")
             if policy == "mpc_hssm":
-                report.details["prior_mpc_hssm"] = None if note or cfg.prior == "none" else "actor"
+                report.details["prior_mpc_hssm"] = "actor" if controller.prior is not None else None
             collect = CollectConfig(  # the expert as it is, without the exploration noise of training data
                 task=cfg.task,
                 episode_seconds=seconds,

@@ -39,7 +39,7 @@ def build(
 
     `deadline`: the planner stops its search at the live loop's deadline (wall-clock: how far it gets varies
     with the machine's load) or, without, runs every iteration (an episode then depends on its seed alone)."""
-    from runtime.planning.control import MPCController
+    from runtime.planning.control import PLAN_DEADLINE_S, MPCController
     from runtime.world_model import readout
 
     if policy not in POLICIES:
@@ -65,10 +65,13 @@ def build(
         except checkpoint.CheckpointError as exc:
             note = f"searching without a policy prior ({exc})"
     controller = MPCController(
-        model, planner or planner_config(), readout=joints, prior=found, search_ahead=search_ahead
+        model,
+        planner or planner_config(),
+        deadline_s=PLAN_DEADLINE_S if deadline else None,
+        readout=joints,
+        prior=found,
+        search_ahead=search_ahead,
     )
-    if not deadline:
-        controller.deadline_s = None
     return controller, note
 
 
