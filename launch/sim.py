@@ -34,6 +34,7 @@ from rich.live import Live
 from rich.table import Table
 
 import envs
+from nodes.hardware.node import STATUS_COLUMNS as ARM_COLUMNS
 from runtime.graph import GRAPHS_DIR, Graph, GraphError, load_graph
 from runtime.latency import ACTION_STAGES
 from runtime.record import recording_summary
@@ -66,7 +67,7 @@ class SimConfig:
     seed: int = 0
     """Seed of the first episode; episode i uses seed + i."""
     image_size: int = 64
-    """Camera resolution (square) of the image stream."""
+    """Camera resolution (square) of the image stream (a `--profile` sets it)."""
     graph: Path | None = None
     """Node graph YAML (default: launch/graphs/sim.yaml, or sim_gym.yaml for gym:<id>)."""
     logs: Path | None = None
@@ -96,11 +97,12 @@ class SimConfig:
     status_file: Path | None = None
     """Write the dashboard's figures here as JSON, once a second and at exit (`streams` with per-stream
     `rate_hz`, `stale`, `latency_p50_ms`; `ticks`; `e2e_p50_ms`, `e2e_p99_ms`; `episodes`, `successes`;
-    `memory_entries`; `locked`)."""
+    `memory_entries`; `locked`; `deadline_misses`; `arm`, a real arm's status under launch.hw)."""
     profile: str | None = None
-    """Run the brain as this device profile says (firmware_profiles/devices/NAME.toml): its engine, threads,
-    precision, policy (for `--policy mpc|actor`) and planner budget. An onnxruntime profile runs the export in
-    `--export-dir`/NAME, made first if absent (python -m launch.export)."""
+    """Run as this device profile says (firmware_profiles/devices/NAME.toml): the brain's engine, threads,
+    precision, policy (for `--policy mpc|actor`) and planner budget; the cameras' size and rate (the simulated
+    one's and `--camera`'s, in place of `--image-size` and 30 Hz) and `--mic`'s rate and chunk. An onnxruntime
+    profile runs the export in `--export-dir`/NAME, made first if absent (python -m launch.export)."""
     export_dir: Path = Path("results/export")
     """Where device profiles' ONNX exports live, one directory per profile."""
 
@@ -138,6 +140,9 @@ class StreamMonitor:
         brain = graph.nodes.get("brain")
         self.vsync_streams = list((brain.params.get("vsync") or {}).get("streams") or {}) if brain else []
         self.vsync_status: np.ndarray | None = None
+        arm = next((n for n, spec in graph.nodes.items() if spec.module.startswith("nodes.hardware")), None)
+        self.arm_topic = f"{arm}/status" if f"{arm}/status" in graph.topics else None  # a real arm's node
+        self.arm_status: np.ndarray | None = None  # its last status row (nodes/hardware/node.py)
         self.ticks: deque = deque(maxlen=300)  # recent brain/tick summaries: (head, per-stream)
         self.model_rows: deque = deque(maxlen=300)  # recent brain/model rows (runtime/world_model/live.py)
         self.model_count = 0  # all of them
@@ -166,6 +171,8 @@ class StreamMonitor:
                 self.hand.append(np.array(msg.data[1:4], float))
             elif msg.topic == "brain/vsync":
                 self.vsync_status = msg.data
+            elif msg.topic == self.arm_topic:
+                self.arm_status = np.asarray(msg.data, np.float64)
             elif msg.topic == "brain/model":
                 self.model_count += 1
                 self.model_rows.append(np.asarray(msg.data, np.float64))
@@ -196,7 +203,31 @@ class StreamMonitor:
             parts.append(self.model_line())
         if self.action_rows:
             parts.append(self.action_line())
+        if self.arm_status is not None:
+            parts.append(self.arm_line())
         return Group(*parts)
+
+    def arm_figures(self) -> dict[str, int] | None:
+        """The real arm's last status (ARM_COLUMNS), or None without one."""
+        if self.arm_status is None or len(self.arm_status) != len(ARM_COLUMNS):
+            return None
+        return {name: int(v) for name, v in zip(ARM_COLUMNS, self.arm_status, strict=True)}
+
+    def arm_line(self) -> str:
+        """A real arm's state: torque, a protective stop, actions taken and refused, the watchdog, the bus."""
+        s = self.arm_figures()
+        if s is None:
+            return "Arm: a status row of another layout"
+        state = (
+            "[red]PROTECTIVE STOP[/] (actions refused)"
+            if s["stopped"]
+            else ("torque on" if s["torque"] else "[yellow]torque off[/]")
+        )
+        return (
+            f"Arm: {state}; {s['actions']} actions, {s['refused']} refused, watchdog trips "
+            f"{s['watchdog_trips']}; bus {s['transfers']} transfers, {s['retries']} retries, "
+            f"{s['failures']} failures, {s['servo_errors']} servo errors"
+        )
 
     def action_line(self) -> str:
         """The brain's last 100 actions: capture of the frame to the action out, and its stages (p50)."""
@@ -350,6 +381,7 @@ class StreamMonitor:
             "memory_entries": model.get("memory_entries"),
             "locked": model.get("locked"),
             "deadline_misses": self.deadline_misses(),  # ticks later than a camera period after capture
+            "arm": self.arm_figures(),  # a real arm's last status (launch.hw), else None
         }
 
     def e2e_percentile(self, q: float) -> float | None:
@@ -358,9 +390,10 @@ class StreamMonitor:
         return round(float(np.percentile([r[0] for r in self.action_rows], q)), 3)
 
     def deadline_ms(self) -> float | None:
-        """A tick's budget: one camera period (the next frame is due then)."""
-        camera = self.graph.topics.get("sim/camera")
-        return 1e3 / camera[1].rate_hz if camera else None
+        """A tick's budget: one period of the camera the brain ticks on (the next frame is due then): the
+        simulated one, or a real arm's (launch.hw)."""
+        camera = self.graph.topics.get(self.vsync_streams[0] if self.vsync_streams else "sim/camera")
+        return 1e3 / camera[1].rate_hz if camera and camera[1].kind == "image" else None
 
     def brain_ms(self) -> np.ndarray:
         """Per tick, capture to belief: V-sync's emit latency plus the world model's step (paired in order:
@@ -451,20 +484,29 @@ def stop_recorder(recorder: subprocess.Popen, console: Console) -> None:
 
 
 SENSOR_STREAMS = {"camera": ("camera/image", "nearest"), "microphone": ("mic/audio", "concat")}
+TICK_TOPICS = ("brain/tick", "brain/model")  # the brain's topics with a message per tick (per camera frame)
 
 
-def sensor_params(cfg: SimConfig) -> dict[str, dict]:
+def sensor_params(cfg: SimConfig, sensors=None) -> dict[str, dict]:
     """The live sensors asked for, as node params: `camera` (a device index, file or URL) and `microphone`
-    (a WAV file, or a PortAudio device name or index)."""
+    (a WAV file, or a PortAudio device name or index). `sensors`: a device profile's sensor settings (the
+    camera's size and rate, the microphone's rate and chunk) in place of the defaults."""
     out = {}
     if cfg.camera is not None:
         source = int(cfg.camera) if cfg.camera.isdigit() else cfg.camera
-        out["camera"] = {"source": source, "width": cfg.image_size, "height": cfg.image_size, "fps": 30}
+        camera = {"source": source, "width": cfg.image_size, "height": cfg.image_size, "fps": 30}
+        if sensors is not None:
+            camera.update(width=sensors.camera_width, height=sensors.camera_height, fps=sensors.camera_hz)
+        out["camera"] = camera
     if cfg.mic is not None:
         if cfg.mic.lower().endswith(".wav"):
-            out["microphone"] = {"file": cfg.mic}
+            mic = {"file": cfg.mic}
         else:
-            out["microphone"] = {"device": int(cfg.mic) if cfg.mic.isdigit() else cfg.mic}
+            mic = {"device": int(cfg.mic) if cfg.mic.isdigit() else cfg.mic}
+        if sensors is not None:
+            chunk_ms = 1e3 * sensors.audio_chunk / sensors.audio_rate_hz
+            mic.update(sample_rate_hz=sensors.audio_rate_hz, chunk_ms=chunk_ms)
+        out["microphone"] = mic
     return out
 
 
@@ -486,42 +528,56 @@ def probe_sensor(node: str, params: dict) -> str | None:
     return None
 
 
-def with_sensors(graph: Graph, sensors: dict[str, dict]) -> Graph:
-    """The graph with the live sensors' nodes (from `sensors.yaml`) added, their streams in the brain's
-    V-sync config and subscriptions, written to a temporary file (nodes load their graph from a file)."""
+def merged_graph(graph: Graph, sensors: dict[str, dict], camera_hz: float | None = None) -> Graph:
+    """The graph with the live sensors' nodes (from `sensors.yaml`) added at the rates their params set,
+    their streams in the brain's V-sync config and subscriptions, and the simulated camera at `camera_hz`
+    (a device profile's), written to a temporary file (nodes load their graph from a file)."""
     raw = yaml.safe_load(Path(graph.source).read_text())
     sensor_nodes = yaml.safe_load((GRAPHS_DIR / "sensors.yaml").read_text())["nodes"]
     brain = raw["nodes"].get("brain")
+    sim_camera = raw["nodes"].get("sim", {}).get("publishes", {}).get("sim/camera")
+    if camera_hz is not None and sim_camera is not None:
+        sim_camera["rate_hz"] = camera_hz  # the sim node renders at its topic's rate; the brain ticks on it
+        for topic in TICK_TOPICS:  # one message a tick
+            if topic in (brain or {}).get("publishes", {}):
+                brain["publishes"][topic]["rate_hz"] = camera_hz
+    tick_hz = sim_camera["rate_hz"] if sim_camera is not None else 30
     for node, params in sensors.items():
         spec = sensor_nodes[node]
         spec["params"] = {**spec.get("params", {}), **params}
-        raw["nodes"][node] = spec
         topic, assemble = SENSOR_STREAMS[node]
+        p = spec["params"]
+        spec["rate_hz"] = spec["publishes"][topic]["rate_hz"] = (
+            p["fps"] if node == "camera" else 1e3 / p["chunk_ms"]  # frames, or chunks, a second
+        )
+        raw["nodes"][node] = spec
         if brain is not None:
             brain["subscribes"] = [*brain.get("subscribes", []), topic]
             brain["params"]["vsync"]["streams"][topic] = {"assemble": assemble}
-            brain["publishes"]["brain/extra"] = {"kind": "state", "rate_hz": 30, "policy": "latest"}
+            brain["publishes"]["brain/extra"] = {"kind": "state", "rate_hz": tick_hz, "policy": "latest"}
     raw["name"] = graph.name
     path = Path(tempfile.mkdtemp(prefix=MERGED_GRAPH_PREFIX)) / Path(graph.source).name
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return load_graph(path)
 
 
-def profile_params(cfg: SimConfig, graph: Graph) -> dict:
-    """The brain's params for `--profile`: engine, threads, precision and provider, the policy and the
-    planner's budget; an onnxruntime profile's export is made here if absent, before anything starts."""
-    from runtime.profiles import load_device
+def discard_merged(graph: Graph) -> None:
+    """Remove a graph's file if it was written for one run (merged_graph, launch.hw)."""
+    merged = Path(graph.source).parent
+    if merged.name.startswith(MERGED_GRAPH_PREFIX):
+        shutil.rmtree(merged, ignore_errors=True)
 
-    profile = load_device(cfg.profile)  # a ProfileError is a ValueError: refused before anything starts
+
+def profile_params(cfg: SimConfig, graph: Graph, profile) -> dict:
+    """The brain's params for a device profile: engine, threads, precision and provider, the policy and the
+    planner's budget (an onnxruntime profile's export is `prepare`'s to make)."""
     brain = graph.nodes["brain"].params
     params = {"threads": profile.compute.threads, "runtime": profile.runtime.engine}
     if profile.runtime.engine == "onnxruntime":
-        from runtime.export.session import ensure_export
-
-        directory = cfg.export_dir / profile.name
-        ensure_export(directory, profile=profile.name)
         params.update(
-            onnx=str(directory), provider=profile.runtime.provider, precision=profile.runtime.precision
+            onnx=str(cfg.export_dir / profile.name),
+            provider=profile.runtime.provider,
+            precision=profile.runtime.precision,
         )
     if cfg.policy in ("mpc", "actor"):
         params["policy"] = profile.policy.kind
@@ -534,6 +590,30 @@ def profile_params(cfg: SimConfig, graph: Graph) -> dict:
             "elites": min(int(planner.get("elites", 32)), profile.policy.candidates),
         }
     return params
+
+
+def check_model_inputs(brain: dict, sim: dict, sensors: dict[str, dict], profile) -> None:
+    """What the brain's world model cannot take, refused naming where it was set: an exported graph takes
+    frames of the checkpoint's size only (torch resizes), and the audio encoder 16 kHz in 10 ms chunks."""
+    from nodes.brain import world_model_path
+    from runtime.world_model import checkpoint
+    from runtime.world_model.encoders import CHUNK, SAMPLE_RATE
+
+    path = world_model_path(brain)
+    if path is None:
+        return
+    size = checkpoint.read_manifest(path)["config"]["image_size"]
+    source = "--image-size" if profile is None else f"profile {profile.name!r}: `sensors.camera_width`"
+    if brain.get("runtime", "torch") == "onnxruntime" and sim["image_size"] != size:
+        raise ValueError(f"{source} {sim['image_size']}: the exported model takes {size}x{size} frames")
+    mic = sensors.get("microphone")
+    if mic is not None and profile is not None:
+        rate, chunk = profile.sensors.audio_rate_hz, profile.sensors.audio_chunk
+        if rate != SAMPLE_RATE or chunk % CHUNK:
+            raise ValueError(
+                f"profile {profile.name!r}: `sensors.audio_rate_hz` {rate} and `audio_chunk` {chunk}: the "
+                f"brain's audio encoder takes {SAMPLE_RATE} Hz in chunks of a multiple of {CHUNK} samples"
+            )
 
 
 def prepare(cfg: SimConfig) -> tuple[Graph, dict]:
@@ -557,9 +637,21 @@ def prepare(cfg: SimConfig) -> tuple[Graph, dict]:
             params["expert"]["policy"] = "random"
     if cfg.shift is not None:
         params["sim"]["shift"] = cfg.shift
-    if cfg.profile is not None and "brain" in graph.nodes:
-        params["brain"] = {**params.get("brain", {}), **profile_params(cfg, graph)}
-    sensors = sensor_params(cfg)
+    profile = None
+    if cfg.profile is not None:
+        from runtime.profiles import load_device
+
+        profile = load_device(cfg.profile)  # a ProfileError is a ValueError: refused before anything starts
+        camera = profile.sensors
+        if camera.camera_width != camera.camera_height:
+            raise ValueError(
+                f"profile {profile.name!r}: the simulated camera renders square frames; "
+                f"`sensors.camera_width` x `camera_height` is {camera.camera_width}x{camera.camera_height}"
+            )
+        sim["image_size"] = camera.camera_width
+        if "brain" in graph.nodes:
+            params["brain"] = {**params.get("brain", {}), **profile_params(cfg, graph, profile)}
+    sensors = sensor_params(cfg, None if profile is None else profile.sensors)
     for node, node_params in list(sensors.items()):
         problem = probe_sensor(node, node_params)
         if problem is not None and not cfg.optional_devices:
@@ -567,8 +659,14 @@ def prepare(cfg: SimConfig) -> tuple[Graph, dict]:
         if problem is not None:
             log.warning("%s; running without it (--optional-devices)", problem)
             del sensors[node]
-    if sensors:
-        graph = with_sensors(graph, sensors)
+    if "brain" in graph.nodes:
+        check_model_inputs({**graph.nodes["brain"].params, **params.get("brain", {})}, sim, sensors, profile)
+    if profile is not None and profile.runtime.engine == "onnxruntime" and "brain" in graph.nodes:
+        from runtime.export.session import ensure_export
+
+        ensure_export(cfg.export_dir / profile.name, profile=profile.name)  # made once, if absent
+    if sensors or profile is not None:
+        graph = merged_graph(graph, sensors, None if profile is None else profile.sensors.camera_hz)
     if cfg.record is not None and (cfg.record.exists() or not cfg.record.parent.is_dir()):
         raise ValueError(f"`--record`: {cfg.record} exists, or its directory does not")
     if cfg.save_video is not None:
@@ -704,9 +802,7 @@ def main(cfg: SimConfig, graph: Graph, params: dict) -> int:
         if recorder is not None:  # before the nodes stop: it finishes the file with what they sent
             stop_recorder(recorder, console)
         supervisor.stop()
-        merged = Path(graph.source).parent
-        if merged.name.startswith(MERGED_GRAPH_PREFIX):  # with_sensors' file: the nodes that read it are gone
-            shutil.rmtree(merged, ignore_errors=True)
+        discard_merged(graph)  # the nodes that read it are gone
         for s, handler in previous.items():
             signal.signal(s, handler)
         console.print(f"stopped {len(graph.nodes)} nodes in {time.monotonic() - t_stop:.2f} s")

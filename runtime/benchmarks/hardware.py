@@ -13,6 +13,7 @@ other value is a real port. Without `--camera`/`--mic`, a video of the simulated
 written to a temporary directory and stream in their place (the camera and microphone nodes run as usual).
 """
 
+import shutil
 import signal
 import tempfile
 import time
@@ -95,6 +96,7 @@ def run(cfg: HardwareBenchConfig, progress=None) -> Report:
     import yaml
 
     from launch.hw import HwConfig, prepare
+    from launch.sim import discard_merged
     from nodes.hardware.node import STATUS_COLUMNS
     from runtime.graph import load_graph
     from runtime.profiles import load_robot
@@ -163,6 +165,8 @@ def run(cfg: HardwareBenchConfig, progress=None) -> Report:
     finally:
         if emulator is not None:
             emulator.close()
+        discard_merged(graph)
+        shutil.rmtree(scratch, ignore_errors=True)  # the stand-in video and WAV, read by nodes now gone
     trips_col = STATUS_COLUMNS.index("watchdog_trips")
     fired = next((t for t, row in status if row[trips_col] >= 1), None)
     still = None

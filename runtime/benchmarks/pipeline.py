@@ -58,7 +58,7 @@ def _rss_mb(process) -> float:
 def run(cfg: PipelineBenchConfig, progress=None) -> Report:
     from rich.progress import Progress
 
-    from launch.sim import SimConfig, prepare
+    from launch.sim import SimConfig, discard_merged, prepare
     from runtime.signals import StopFlag
     from runtime.supervisor import Supervisor
     from runtime.transport import Policy, Subscriber
@@ -108,6 +108,7 @@ def run(cfg: PipelineBenchConfig, progress=None) -> Report:
     finally:
         listener.close()
         supervisor.stop()
+        discard_merged(graph)
     report = Report(
         "pipeline",
         config={k: str(v) for k, v in vars(cfg).items()},

@@ -114,7 +114,7 @@ class Policy(_Table):
 class Budget(_Table):
     TABLE: ClassVar[str] = "budget"
     frame_ms: float  # the per-frame latency budget at p99, capture to action
-    tick_hz: float  # the control loop's rate
+    tick_hz: float  # the brain's tick rate: one tick per camera frame, so `sensors.camera_hz`
 
     def _validate(self) -> None:
         self._between("frame_ms", 0, 1000, low_open=True)
@@ -160,6 +160,11 @@ class DeviceProfile(_Table):
             raise ProfileError(
                 f"`runtime.provider` {self.runtime.provider!r} needs `compute.accelerator` {needs!r}, "
                 f"got {self.compute.accelerator!r}"
+            )
+        if self.budget.tick_hz != self.sensors.camera_hz:  # the brain ticks on each camera frame
+            raise ProfileError(
+                f"`budget.tick_hz` must equal `sensors.camera_hz` ({self.sensors.camera_hz:g}): the brain "
+                f"ticks once per camera frame, got {self.budget.tick_hz:g}"
             )
         # a plan that does not fit in a frame makes every frame late
         if not self.policy.plan_deadline_ms < self.budget.frame_ms:

@@ -43,6 +43,9 @@ def test_launch_hw_runs_the_graph_on_the_emulated_arm_for_10_s(sources, tmp_path
     assert streams["arm/joint"]["rate_hz"] > 50, streams["arm/joint"]
     assert streams["brain/action"]["rate_hz"] > 5, streams["brain/action"]
     assert figures["ticks"] > 90 and figures["e2e_p50_ms"] > 0  # 30 a second once the model is loaded
+    assert 0 <= figures["deadline_misses"] <= figures["ticks"]  # judged against the camera's period
+    arm = figures["arm"]  # the dashboard's arm line, as it stood before the nodes stopped
+    assert arm["torque"] == 1 and arm["stopped"] == 0 and arm["actions"] > 0 and arm["transfers"] > 0, arm
     arm_log = (logs / "arm.log").read_text()
     assert "torque on" in arm_log and "torque off, bus closed" in arm_log
     assert "'actions': 0" not in arm_log

@@ -2,7 +2,6 @@
 
 import sys
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +14,7 @@ from runtime.transport import Subscriber
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `import fakes` under any --import-mode
 from fakes.video import counter_frames, write_video  # noqa: E402
-
-
-def _wav(path, seconds=2.0, rate=16000, freq=440.0):
-    t = np.arange(int(seconds * rate)) / rate
-    samples = (0.5 * np.sin(2 * np.pi * freq * t) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(samples.tobytes())
-    return path
+from fakes.wav import write_tone  # noqa: E402
 
 
 @pytest.mark.timeout(90)
@@ -33,7 +22,7 @@ def test_camera_and_microphone_nodes_stream_at_native_rates(tmp_path):
     """The camera node publishes the video's frames at 30 Hz (RGB, resized to 64x64) and the microphone node
     the WAV's 440 Hz tone in 160-sample chunks at 100 Hz, lossless, with capture timestamps 10 ms apart."""
     video = write_video(tmp_path / "cam.mp4", counter_frames(40, 64, 48), fps=30)
-    wav = _wav(tmp_path / "mic.wav")
+    wav = write_tone(tmp_path / "mic.wav")
     raw = yaml.safe_load(open(load_graph("sensors").source))
     raw["nodes"]["camera"]["params"] = {"source": str(video), "fps": 30, "width": 64, "height": 64}
     raw["nodes"]["microphone"]["params"] = {"file": str(wav)}

@@ -105,6 +105,7 @@ BROKEN = {
     "frame-too-long": (_set("frame_ms", "2000"), "`budget.frame_ms` must be in (0, 1000]"),
     "frame-nan": (_set("frame_ms", "nan"), "`budget.frame_ms` must be in (0, 1000], got nan"),
     "tick-too-fast": (_set("tick_hz", "500"), "`budget.tick_hz` must be in (0, 120]"),
+    "tick-off-camera": (_set("tick_hz", "15"), "`budget.tick_hz` must equal `sensors.camera_hz` (30)"),
     "camera-too-small": (_set("camera_width", "8"), "`sensors.camera_width` must be in [16, 4096]"),
     "audio-rate": (_set("audio_rate_hz", "12345"), "`sensors.audio_rate_hz` must be one of"),
     "empty-name": (_set("name", '""'), "`name` must not be empty"),
