@@ -46,11 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     except ProfileError as exc:
         console.print(f"[red]refused:[/red] {exc}")
         return 2
-    from runtime.export.onnx_export import MANIFEST, example_inputs, export, graphs
+    from runtime.export.onnx_export import MANIFEST, ROLLOUTS, example_inputs, export, graphs
     from runtime.export.session import ExportError, session
     from runtime.world_model import checkpoint
 
-    names = ["tick", "encoders", "backbone_step", "rollout", "actor"]
+    names = ["tick", "encoders", "backbone_step", *ROLLOUTS.values(), "actor"]  # the actor if trained
     t0 = time.perf_counter()
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("exporting", total=len(names))

@@ -9,9 +9,11 @@ Each tick then goes through the world model (`world_model` param: `default` for 
 checkpoint directory, or `none`): one streaming step, its time, the backbone's energy and the one-tick
 prediction error, published per tick on `brain/model` (`runtime/world_model/live.py`).
 
-`runtime: onnxruntime` steps the belief with the checkpoint's ONNX export instead (`onnx`: its directory, made
-by `python -m launch.export`; `precision`: fp32 or int8; `provider`; `threads`: intra-op threads, default 1);
-the planner's rollouts, the memory and the learner stay in torch. An export from other weights is refused.
+`runtime: onnxruntime` runs the checkpoint's ONNX export instead (`onnx`: its directory, made by `python -m
+launch.export`; `precision`: fp32 or int8; `provider`; `threads`: intra-op threads, default 1): the belief's
+step, the planner's rollouts (with the memory's corrections) and the distilled actor. The memory and the
+learner stay in torch; once the learner swaps weights in, the plans roll out in torch (the graphs hold the
+exported weights). An export from other weights is refused.
 
 Online adaptation (`adapt` param: `both`, the default, `memory`, `learner` or `none`; runtime/adapt) runs on
 every tick, the learner's rounds one Adam step per tick (after the tick's action is out). `lock`: a
@@ -229,7 +231,7 @@ class BrainNode(Node):
         self.timer.period_s = None  # paced by its inputs and deadlines, not a fixed rate
         self.next_status = 0.0
         path = world_model_path(self.params)
-        self.world_model = None
+        self.world_model, engine = None, None
         if path is not None:
             from runtime.world_model.live import LiveWorldModel  # torch only where a model runs
 
@@ -261,6 +263,17 @@ class BrainNode(Node):
                 distilled = None  # check_params required it for `policy: actor`
                 log.warning("brain: the planner searches without a policy prior (%s)", exc)
             acting = self.params["policy"] == "actor"
+            rollout, runs = None, {"rollouts": "torch", "actor": "none" if distilled is None else "torch"}
+            if engine is not None:  # plans and the actor through the export as well
+                from runtime.export.session import OrtActor, OrtRollout
+
+                threads = int(self.params.get("threads", 1))
+                how = (threads, engine.provider, engine.precision)
+                rollout = OrtRollout(engine.directory, *how, model=wm.model)
+                runs["rollouts"] = f"onnxruntime {engine.precision}"
+                if distilled is not None and "actor" in wm.belief_model.manifest["graphs"]:
+                    distilled = OrtActor(engine.directory, *how)
+                    runs["actor"] = runs["rollouts"]
             self.planner = LivePlanner(
                 wm.model,
                 str(self.params.get("task", "push")),
@@ -270,7 +283,10 @@ class BrainNode(Node):
                 readout.load(path),
                 distilled if acting else None,
                 prior=None if acting else distilled,
+                rollout=rollout,
             )
+            self.rollout = rollout
+            log.info("brain: rollouts in %s, the actor in %s", runs["rollouts"], runs["actor"])
             self.control_period_ns = int(1e9 / float(self.params.get("control_hz", 10.0)))
             self.next_control_ns = 0
             self.refused_episode = None  # an episode whose goal is out of the arm's reach
@@ -422,6 +438,8 @@ class BrainNode(Node):
                 self.planner.refined_total,
                 self.search_ahead.skipped,
             )
+            if self.rollout is not None:
+                log.info("brain: %d rollouts fell back to torch", self.rollout.fallbacks)
             self.planner.close()
         if hasattr(self, "vsync"):
             for s in self.vsync.status():

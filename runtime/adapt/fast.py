@@ -99,22 +99,23 @@ class FastAdapter:
         return base + trust * self.correction(z, action)[0] if trust else base
 
     @torch.no_grad()
-    def rollout(self, z0: torch.Tensor, actions: torch.Tensor, dt: torch.Tensor, held=None):
-        """Corrected open-loop rollout: z0 (B, d), actions (B, K, A), dt (B, K) -> (B, K, d).
+    def rollout(self, z0: torch.Tensor, actions: torch.Tensor, dt: torch.Tensor, held=None, engine=None):
+        """Corrected open-loop rollout: z0 (B, d), actions (B, K, A), dt (B, K) -> (B, K, d). `engine`: what
+        rolls out, `(z0, actions, dt, residual, residual_ticks) -> z` (default the model's; an onnxruntime
+        export's, runtime/export/session.py `OrtRollout`).
 
         By default every step recalls its own correction. `held` (planning) recalls once, at z0 under
         `held` (A,), the action in force, and holds that correction for the first `plan_correction_ticks`,
         the same for every candidate: a batched recall per step made a plan of 256 candidates over 30 ticks
         take 87 ms (6 ms without memory), and a recall per candidate's own first action let the optimizer
         pick candidates for their recalled noise (reach 2 of 10 against 6 of 10 without memory)."""
-        trust = self.trust
+        trust, engine = self.trust, engine or self.model.rollout
         if not trust or not len(self.memory):
-            return self.model.rollout(z0, actions, dt)
+            return engine(z0, actions, dt)
         if held is not None and isinstance(self.model.predictor, LeapfrogPredictor):
-            corr = trust * self.correction(z0[:1], held.reshape(1, -1))[0]  # per tick, as stored
-            corr = corr.expand(len(z0), -1)
+            corr = trust * self.correction(z0[:1], held.reshape(1, -1))[0]  # (1, d) per tick, as stored
             n = self.cfg.plan_correction_ticks  # one rollout, the correction on its first n ticks
-            return self.model.predictor.rollout(z0, actions, dt, residual=corr, residual_ticks=n)
+            return engine(z0, actions, dt, corr, n)  # the same for every candidate
         mix = self.model.predictor.mix(z0)  # fixed along the rollout, as WorldModel.rollout does
         out, z = [], z0
         for k in range(actions.shape[1]):

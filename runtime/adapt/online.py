@@ -105,12 +105,12 @@ class OnlineAdapter:
         return self.model.predictor.step(z, action, dt)
 
     @torch.no_grad()
-    def rollout(self, z0: torch.Tensor, actions: torch.Tensor, dt: torch.Tensor, held=None):
+    def rollout(self, z0: torch.Tensor, actions: torch.Tensor, dt: torch.Tensor, held=None, engine=None):
         """`held` (A,): the action in force; the memory's correction is recalled for it once and held
-        (planning; fast.py)."""
+        (planning; fast.py). `engine`: what rolls out (fast.py; default the model's rollout)."""
         if self.fast is not None:
-            return self.fast.rollout(z0, actions, dt, held)
-        return self.model.rollout(z0, actions, dt)
+            return self.fast.rollout(z0, actions, dt, held, engine)
+        return (engine or self.model.rollout)(z0, actions, dt)
 
     def status(self) -> dict:
         memory = self.fast.memory if self.fast is not None else None

@@ -4,8 +4,9 @@
   z, the layers' energies and the new state out (encoders, Hamiltonian backbone step, head);
 - `EncoderGraph`: tick arrays -> u_t and its world part (u_t less the action's share);
 - `BackboneStepGraph`: u_t, dt_eff and the state -> y_t, energies, new state;
-- `RolloutGraph`: z0 (N, 2D), actions (N, K, A), dt (N, K) -> z (N, K, 2D), K fixed at export (the plan's
-  horizon), N dynamic;
+- `RolloutGraph`: z0 (N, 2D), actions (N, K, A), dt (N, K), residual (1 or N, 2D) -> z (N, K, 2D): K fixed at
+  export (one graph per horizon the planner rolls out), N dynamic; the residual is the memory's correction
+  per tick on the first `corrected_ticks` ticks (runtime/adapt/fast.py), zeros for none;
 - `ActorGraph`: the distilled actor, z, goal and measured joints -> the step.
 
 The belief state is one float64 tensor per layer, (B, experts, oscillators, 2): the oscillators run in
@@ -56,15 +57,15 @@ class TickGraph(nn.Module):
 
 
 class RolloutGraph(nn.Module):
-    def __init__(self, model: WorldModel):
+    def __init__(self, model: WorldModel, corrected_ticks: int):
         super().__init__()
-        self.model = model
+        self.model, self.corrected_ticks = model, corrected_ticks
         if hasattr(model.predictor, "_back"):
             with torch.no_grad():  # the basis's inverse, taken now: the graph holds it as a constant
                 model.predictor._back()
 
-    def forward(self, z0, actions, dt):
-        return self.model.rollout(z0, actions, dt)
+    def forward(self, z0, actions, dt, residual):
+        return self.model.rollout(z0, actions, dt, residual, self.corrected_ticks)
 
 
 class ActorGraph(nn.Module):

@@ -2,7 +2,9 @@
 `onnx.checker`, optionally adds int8 versions, and writes a manifest with the SHA-256 of every file.
 
 Graphs (graphs.py): `tick` (the per-tick path: encoders, backbone step, head), its parts `encoders` and
-`backbone_step`, `rollout` (the plan's horizon of ticks, batched) and `actor`. Exported with the TorchScript
+`backbone_step`, the rollouts the planner runs (`rollout`: the plan's 30 ticks; `rollout_12`: the final
+pass's 12; `rollout_4` and `rollout_1`: the belief carried ahead; batched, with the memory's correction as
+an input) and `actor`. Exported with the TorchScript
 tracer at opset 17, batch dimensions dynamic. int8 is onnxruntime's dynamic quantization of the MatMul and
 Gemm weights (activations quantized per call); convolutions stay fp32: quantized, they ran slower here (the
 camera is 64x64 and the convs small, so the per-call quantization costs more than it saves).
@@ -20,16 +22,23 @@ import numpy as np
 import onnx
 import torch
 
+from runtime.adapt.fast import FastConfig
 from runtime.export.graphs import ActorGraph, BackboneStepGraph, EncoderGraph, RolloutGraph, TickGraph
 from runtime.world_model import checkpoint
 from runtime.world_model.model import ACTION_DIM, TICK_FIELDS, WorldModel
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # of the export manifest; bump when a change makes old exports unreadable
+FORMAT_VERSION = 2  # of the export manifest; bump when a change makes old exports unreadable
 MANIFEST = "manifest.json"
 OPSET = 17
 ROLLOUT_TICKS = 30  # the planner's horizon: 10 control steps of 3 ticks (planning/control.py)
+# A traced graph unrolls its ticks, so a horizon is a graph: the plan's, the final pass's 4 control steps
+# (planning/live.py FINAL_SCORED) and the belief's carry-ahead (control.py `advance`): one tick to the
+# actuator, up to 4 to the next control tick. A shorter rollout runs in the next longer graph, its extra
+# ticks of dt 0 (a leapfrog step of length 0 is the identity).
+ROLLOUTS = {ROLLOUT_TICKS: "rollout", 12: "rollout_12", 4: "rollout_4", 1: "rollout_1"}
+CORRECTED_TICKS = FastConfig.plan_correction_ticks  # the memory's correction enters a plan's first ticks
 
 
 @dataclass(frozen=True)
@@ -66,12 +75,11 @@ def graphs(model: WorldModel, with_actor: bool) -> dict[str, tuple[Graph, torch.
             ),
             BackboneStepGraph,
         ),
-        "rollout": (
-            Graph("rollout", ("z0", "actions", "dt"), ("z",), ("z0", "actions", "dt", "z")),
-            RolloutGraph,
-        ),
     }
     out = {k: (g, cls(model).eval()) for k, (g, cls) in out.items()}
+    for name in ROLLOUTS.values():  # residual's batch is its own: one correction for every candidate
+        g = Graph(name, ("z0", "actions", "dt", "residual"), ("z",), ("z0", "actions", "dt", "z"))
+        out[name] = (g, RolloutGraph(model, CORRECTED_TICKS).eval())
     if with_actor:
         from runtime.planning import actor as actor_module
 
@@ -109,12 +117,14 @@ def example_inputs(model: WorldModel, name: str, batch: int = 2, seed: int = 0) 
     if name == "backbone_step":
         u = rng.normal(0, 1, (batch, model.cfg.d_model)).astype(np.float32)
         return {"u": u, "dt_eff": tick["dt_eff"], **states}
-    if name == "rollout":
+    ticks = {graph: k for k, graph in ROLLOUTS.items()}
+    if name in ticks:
         return {
             "z0": rng.normal(0, 1, (batch, d_z)).astype(np.float32),
-            "actions": rng.normal(0, 0.5, (batch, ROLLOUT_TICKS, ACTION_DIM)).astype(np.float32),
+            "actions": rng.normal(0, 0.5, (batch, ticks[name], ACTION_DIM)).astype(np.float32),
             # not all equal: a uniform dt would trace the planner's constant-step branch
-            "dt": rng.uniform(0.03, 0.037, (batch, ROLLOUT_TICKS)).astype(np.float32),
+            "dt": rng.uniform(0.03, 0.037, (batch, ticks[name])).astype(np.float32),
+            "residual": rng.normal(0, 0.05, (1, d_z)).astype(np.float32),
         }
     if name == "actor":
         return {
@@ -137,7 +147,10 @@ def _export_one(graph: Graph, module: torch.nn.Module, example: dict, path: Path
             opset_version=OPSET,
             input_names=list(graph.inputs),
             output_names=list(graph.outputs),
-            dynamic_axes={n: {0: "batch"} for n in graph.batch},
+            dynamic_axes={
+                **{n: {0: "batch"} for n in graph.batch},
+                **({"residual": {0: "residual_batch"}} if "residual" in graph.inputs else {}),
+            },
         )
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
@@ -172,7 +185,7 @@ def linear_layers_as_matmul(model: onnx.ModelProto) -> list[str]:
     return names
 
 
-def quantize_int8(src: Path, dst: Path) -> None:
+def quantize_int8(src: Path, dst: Path, symbolic_shapes: bool = True) -> None:
     """int8 weights for the learned linear layers (dynamic quantization: activations quantized per call).
     The other MatMuls multiply by fixed numeric tables, the audio front end's DFT and mel bank and the
     keypoints' coordinate grid: quantized, a log-mel spectrum and keypoint positions came out visibly wrong
@@ -186,7 +199,9 @@ def quantize_int8(src: Path, dst: Path) -> None:
     onnx.save(model, str(rewritten))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quant_pre_process(str(rewritten), str(pre), skip_optimization=True)  # keeps the nodes' names
+        quant_pre_process(  # keeps the nodes' names
+            str(rewritten), str(pre), skip_optimization=True, skip_symbolic_shape=not symbolic_shapes
+        )
         matmuls = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "MatMul"]
         quantize_dynamic(
             str(pre),
@@ -222,9 +237,11 @@ def export(
         _export_one(graph, module, example_inputs(model, name), path)
         entry = {"file": path.name, "inputs": list(graph.inputs), "outputs": list(graph.outputs)}
         files[path.name] = checkpoint.sha256(path)
-        if int8 and name in ("tick", "rollout", "actor"):
+        if int8 and name in ("tick", "actor", *ROLLOUTS.values()):
             q = out_dir / f"{name}.int8.onnx"
-            quantize_int8(path, q)
+            # the rollouts' residual broadcasts over its own batch axis, which symbolic inference cannot
+            # resolve; onnx's own shape inference is enough to find the weights
+            quantize_int8(path, q, symbolic_shapes="residual" not in graph.inputs)
             entry["int8"] = q.name
             files[q.name] = checkpoint.sha256(q)
         entries[name] = entry
@@ -244,6 +261,8 @@ def export(
         "profile": profile,
         "dt_band_s": [lo, hi],
         "rollout_ticks": ROLLOUT_TICKS,
+        "rollouts": {str(k): name for k, name in ROLLOUTS.items()},  # horizon in ticks -> graph
+        "rollout_corrected_ticks": CORRECTED_TICKS,
         "states": [list(x.shape[1:]) for x in model.initial_state(1)],
         "graphs": entries,
         "files": files,

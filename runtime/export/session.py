@@ -67,6 +67,13 @@ def ensure_export(directory: Path, checkpoint_dir: Path | None = None, profile: 
 
     source = checkpoint.read_manifest(checkpoint_dir or checkpoint.DEFAULT_CHECKPOINT)
     try:
+        stale = json.loads((Path(directory) / MANIFEST).read_text()).get("format_version")
+    except (OSError, ValueError, AttributeError):
+        stale = None
+    if stale is not None and stale != FORMAT_VERSION:  # made by an older runtime: its graphs are not ours
+        log.warning("%s: export format %s, not %s: exporting again", directory, stale, FORMAT_VERSION)
+        return export(checkpoint_dir, directory, profile=profile)
+    try:
         manifest = load_manifest(directory)
         if manifest["source"]["weights_sha256"] == source["files"][checkpoint.WEIGHTS]:
             return manifest
@@ -187,18 +194,62 @@ class OrtWorldModel:
 
 
 class OrtRollout:
-    """The rollout graph: z0 (N, 2D), actions (N, K, A), dt (N, K) -> z (N, K, 2D); K fixed at export."""
+    """The rollout graphs, one per exported horizon: `(z0 (N, 2D), actions (N, K, A), dt (N, K), residual
+    (1 or N, 2D) or None, residual_ticks) -> z (N, K, 2D)`, the signature of `WorldModel.rollout`. K ticks
+    run in the shortest graph of at least K, the ticks past K of dt 0 (identity steps). With `model` (the
+    torch model the export was made from), what no graph can do rolls out in torch instead and is counted
+    in `fallbacks`: a horizon past the longest graph, a correction over other ticks than the export's, and
+    everything once the model's transition weights changed (a learner's swap): the graphs hold the exported
+    weights as constants."""
 
-    def __init__(self, directory, threads=1, provider="CPUExecutionProvider", precision="fp32"):
+    def __init__(self, directory, threads=1, provider="CPUExecutionProvider", precision="fp32", model=None):
         manifest = load_manifest(directory)
-        self.ticks = manifest["rollout_ticks"]
-        self.session = session(
-            Path(directory) / graph_file(manifest, "rollout", precision), threads, provider
-        )
+        self.ticks = manifest["rollout_ticks"]  # the full plan's horizon
+        self.corrected = manifest["rollout_corrected_ticks"]
+        self.sessions = {
+            int(k): session(Path(directory) / graph_file(manifest, name, precision), threads, provider)
+            for k, name in manifest["rollouts"].items()
+        }
+        self.d_z = 2 * manifest["source"]["config"]["d_latent"]
+        self.model, self.fallbacks = model, 0
+        self._weights = self._version()
 
-    def __call__(self, z0, actions, dt) -> torch.Tensor:
-        feed = {"z0": _numpy(z0), "actions": _numpy(actions), "dt": _numpy(dt).astype(np.float32, copy=False)}
-        return torch.from_numpy(self.session.run(None, feed)[0])
+    def _version(self):
+        """The transition's weights as the export has them: changed in place by a swap (load_state_dict)."""
+        return None if self.model is None else [p._version for p in self.model.predictor.parameters()]
+
+    def __call__(self, z0, actions, dt, residual=None, residual_ticks=None) -> torch.Tensor:
+        k = actions.shape[1]
+        if residual is not None and (residual.ndim != 2 or residual.shape[0] not in (1, len(z0))):
+            raise ValueError(f"residual must be (1 or N, 2D), got {tuple(residual.shape)}")
+        graph = min((g for g in self.sessions if g >= k), default=None)
+        why = None
+        if graph is None:
+            why = f"no graph for a {k}-tick rollout (the export has {sorted(self.sessions)})"
+        elif residual is not None and min(residual_ticks or k, k) != min(self.corrected, k):
+            why = f"a correction over {residual_ticks} ticks (the export's: {self.corrected})"
+        elif self.model is not None and self._version() != self._weights:
+            why = "the transition's weights changed since the export (a learner's swap)"
+        if why is not None:
+            if self.model is None:
+                raise ExportError(f"cannot roll out in onnxruntime: {why}")
+            if not self.fallbacks:
+                log.warning("planner rollouts in torch from now on where: %s", why)
+            self.fallbacks += 1
+            return self.model.rollout(z0, actions, dt, residual, residual_ticks)
+        if residual is None:
+            residual = np.zeros((1, self.d_z), np.float32)
+        actions, dt = _numpy(actions), _numpy(dt).astype(np.float32, copy=False)
+        if graph > k:  # the extra ticks hold the last action for no time
+            actions = np.concatenate((actions, np.repeat(actions[:, -1:], graph - k, 1)), 1)
+            dt = np.concatenate((dt, np.zeros((len(dt), graph - k), np.float32)), 1)
+        feed = {
+            "z0": np.ascontiguousarray(_numpy(z0)),
+            "actions": np.ascontiguousarray(actions),  # an expanded tensor's view has zero strides
+            "dt": np.ascontiguousarray(dt),
+            "residual": np.ascontiguousarray(_numpy(residual), np.float32),
+        }
+        return torch.from_numpy(self.sessions[graph].run(None, feed)[0][:, :k])
 
 
 class OrtActor:

@@ -65,8 +65,10 @@ def load(directory: Path = checkpoint.DEFAULT_CHECKPOINT) -> Actor:
 class ActorController(MPCController):
     """`MPCController` with the actor choosing each step instead of the planner."""
 
-    def __init__(self, model, actor: Actor, adapter=None, readout=None):
-        super().__init__(model, PLANNER, adapter, None, readout=readout)
+    def __init__(self, model, actor: Actor, adapter=None, readout=None, rollout=None):
+        """`actor`: the policy, or anything called as it is (runtime/export/session.py `OrtActor`);
+        `rollout`: what carries the belief ahead (MPCController)."""
+        super().__init__(model, PLANNER, adapter, None, readout=readout, rollout=rollout)
         self.actor = actor
 
     @torch.no_grad()

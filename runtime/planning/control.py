@@ -95,9 +95,9 @@ class MPCController:
         runtime/planning/actor.py) whose step the search starts from and keeps as a candidate (in-process
         reaching, 20 episodes with the 25 ms deadline: 16 reached without, 20 with). `search_ahead`: on
         the ticks between control steps, one search iteration on the next plan, from the belief carried to
-        when it is due, as the live brain does in its spare time. `rollout`: what rolls the plans out
-        when no adapter corrects them, `(z0, actions, dt) -> z` (default the model's; an onnxruntime
-        export's, runtime/export/session.py `OrtRollout`)."""
+        when it is due, as the live brain does in its spare time. `rollout`: what rolls the plans and the
+        belief's carry-ahead out, `(z0, actions, dt, residual=None, residual_ticks=None) -> z` (default the
+        model's; an onnxruntime export's, runtime/export/session.py `OrtRollout`)."""
         if goal not in GOALS:
             raise ValueError(f"`goal` must be one of {GOALS}, got {goal!r}")
         self.model, self.adapter, self.deadline_s, self.goal = model, adapter, deadline_s, goal
@@ -222,7 +222,7 @@ class MPCController:
         actions = self._absolute(steps).repeat_interleave(n, 1)  # held for the control period
         dt = torch.full(actions.shape[:2], self.dt)
         if self.adapter is not None:
-            return self.adapter.rollout(z0, actions, dt, held=self._in_force())[:, n - 1 :: n]
+            return self.adapter.rollout(z0, actions, dt, self._in_force(), self.rollout)[:, n - 1 :: n]
         return self.rollout(z0, actions, dt)[:, n - 1 :: n]
 
     @torch.no_grad()
@@ -296,7 +296,7 @@ class MPCController:
             return z
         n = int(np.ceil(seconds / self.dt - 1e-9))
         action = self._in_force()[None, None].expand(1, n, -1)
-        return self.model.rollout(z, action, torch.full((1, n), seconds / n))[:, -1]
+        return self.rollout(z, action, torch.full((1, n), seconds / n))[:, -1]
 
     @torch.no_grad()
     def predicted_joints(self) -> np.ndarray | None:

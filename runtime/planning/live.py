@@ -41,9 +41,11 @@ class LivePlanner:
         readout=None,
         actor=None,
         prior=None,
+        rollout=None,
     ):
         """`actor`: the distilled policy (runtime/planning/actor.py) acts instead of the search; `prior`: it
-        proposes the step the search starts from."""
+        proposes the step the search starts from; `rollout`: what rolls plans out (MPCController; the
+        brain's onnxruntime export under `runtime: onnxruntime`)."""
         self.env = envs.make(
             "manipulation",
             task,
@@ -52,9 +54,11 @@ class LivePlanner:
             action_mode="absolute",
         )
         if actor is None:
-            self.controller = MPCController(model, planner, adapter, deadline_s, readout=readout, prior=prior)
+            self.controller = MPCController(
+                model, planner, adapter, deadline_s, readout=readout, prior=prior, rollout=rollout
+            )
         else:
-            self.controller = ActorController(model, actor, adapter, readout=readout)
+            self.controller = ActorController(model, actor, adapter, readout=readout, rollout=rollout)
         self.searches = actor is None
         self.episode = None
         self.plans = 0

@@ -112,7 +112,8 @@ class LiveWorldModel:
             self.refused += 1  # tripped: nothing runs on weights that are not the sealed ones
             return
         fields = tick_fields(tick, self.model.cfg.image_size)
-        x = {k: torch.from_numpy(np.asarray(v))[None] for k, v in fields.items()}
+        # a message's arrays are read-only views of the received frame: copied only then (torch warns)
+        x = {k: torch.from_numpy(np.require(v, requirements="W"))[None] for k, v in fields.items()}
         t0 = time.perf_counter()
         with torch.no_grad():  # not inference_mode: the learner's weights must stay trainable
             try:

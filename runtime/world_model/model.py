@@ -172,9 +172,9 @@ class LeapfrogPredictor(nn.Module):
         self, z0: torch.Tensor, actions: torch.Tensor, dt: torch.Tensor, residual=None, residual_ticks=None
     ) -> torch.Tensor:
         """`step` K times, in the transition's coordinates between steps: z0 (N, 2D), actions (N, K, A), dt
-        (N, K) seconds -> (N, K, 2D). The basis is inverted once, not solved per step. `residual` (N, 2D): a
-        correction of z per tick, held along the rollout or its first `residual_ticks` ticks (Transition).
-        """
+        (N, K) seconds -> (N, K, 2D). The basis is inverted once, not solved per step. `residual` (N or 1,
+        2D): a correction of z per tick, held along the rollout or its first `residual_ticks` ticks
+        (Transition)."""
         if residual is not None:  # a difference of latents: the centre cancels
             r = residual @ self.basis.T
             residual = (r[..., : self.d_latent], r[..., self.d_latent :])
@@ -301,10 +301,16 @@ class WorldModel(nn.Module):
             return torch.cat((q, self.head_p(torch.cat((u, y), -1))), -1)
         return self.head(torch.cat((u, y), -1) if self.cfg.head_input == "both" else y)
 
-    def rollout(self, z0: torch.Tensor, actions: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
-        """Open loop: z0 (N, 2D), actions (N, K, A), dt (N, K) seconds (negative: backwards) -> (N, K, 2D)."""
+    def rollout(
+        self, z0: torch.Tensor, actions: torch.Tensor, dt: torch.Tensor, residual=None, residual_ticks=None
+    ) -> torch.Tensor:
+        """Open loop: z0 (N, 2D), actions (N, K, A), dt (N, K) seconds (negative: backwards) -> (N, K, 2D).
+        `residual` (N or 1, 2D): a correction per tick on the first `residual_ticks` ticks (the memory's,
+        runtime/adapt/fast.py; the leapfrog predictor only)."""
         if isinstance(self.predictor, LeapfrogPredictor):
-            return self.predictor.rollout(z0, actions, dt)
+            return self.predictor.rollout(z0, actions, dt, residual, residual_ticks)
+        if residual is not None:
+            raise ValueError("a held residual needs the leapfrog predictor (fast.py steps the others)")
         mix = self.predictor.mix(z0)
         out, z = [], z0
         for k in range(actions.shape[1]):

@@ -107,3 +107,24 @@ def test_a_15_hz_profile_runs_the_loop_at_15_hz(tmp_path):
     assert abs(streams["sim/camera"]["rate_hz"] - 15) <= 2, streams["sim/camera"]
     assert streams["sim/camera"]["nominal_hz"] == 15
     assert abs(streams["brain/tick"]["rate_hz"] - 15) <= 2, streams["brain/tick"]
+
+
+@pytest.mark.timeout(200)
+def test_the_host_profile_plans_through_the_export(tmp_path):
+    """`launch.sim --policy mpc --profile host-x86-2core` for 15 s: the export is made, the brain steps its
+    belief, rolls its plans out (the memory's corrections included) and runs the actor prior in
+    onnxruntime, none of the rollouts falls back to torch, and it acts."""
+    logs, status = tmp_path / "logs", tmp_path / "status.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "launch.sim", "--policy", "mpc", "--task", "reach",
+         "--profile", "host-x86-2core", "--export-dir", str(tmp_path / "exports"), "--seconds", "15",
+         "--logs", str(logs), "--status-file", str(status)],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    brain = (logs / "brain.log").read_text()
+    assert "belief in onnxruntime fp32" in brain
+    assert "rollouts in onnxruntime fp32, the actor in onnxruntime fp32" in brain
+    assert "brain: 0 rollouts fell back to torch" in brain
+    figures = json.loads(status.read_text())
+    assert figures["e2e_p50_ms"] is not None and figures["streams"]["brain/action"]["rate_hz"] > 5

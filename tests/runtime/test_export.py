@@ -7,12 +7,22 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.export.onnx_export import MANIFEST, ROLLOUT_TICKS, example_inputs, export, graphs
+from runtime.export.onnx_export import (
+    CORRECTED_TICKS,
+    FORMAT_VERSION,
+    MANIFEST,
+    ROLLOUT_TICKS,
+    ROLLOUTS,
+    example_inputs,
+    export,
+    graphs,
+)
 from runtime.export.session import (
     ExportError,
     OnnxEngine,
     OrtRollout,
     OrtWorldModel,
+    ensure_export,
     load_manifest,
     session,
 )
@@ -54,20 +64,25 @@ def _gap(name, got, want) -> float:
     return float(np.abs(got - want).max())
 
 
+GRAPHS = ["tick", "encoders", "backbone_step", *ROLLOUTS.values(), "actor"]
+
+
 def test_every_graph_is_written_checked_and_hashed(exported):
-    """The export holds the tick graph, its parts, the rollout and the actor (opset 17), int8 versions of
-    tick, rollout and actor, and a manifest with the SHA-256 of every file, which loads."""
+    """The export holds the tick graph, its parts, a rollout per horizon the planner runs and the actor
+    (opset 17), int8 versions of tick, rollouts and actor, and a manifest with the SHA-256 of every file,
+    which loads."""
     out, manifest = exported
-    assert set(manifest["graphs"]) == {"tick", "encoders", "backbone_step", "rollout", "actor"}
+    assert set(manifest["graphs"]) == set(GRAPHS)
     assert manifest["opset"] >= 17 and manifest["rollout_ticks"] == ROLLOUT_TICKS
+    assert manifest["rollouts"] == {"30": "rollout", "12": "rollout_12", "4": "rollout_4", "1": "rollout_1"}
     files = {e["file"] for e in manifest["graphs"].values()} | {
         e["int8"] for e in manifest["graphs"].values() if "int8" in e
     }
-    assert files == set(manifest["files"]) and len(files) == 8
+    assert files == set(manifest["files"]) and len(files) == 8 + 6
     assert load_manifest(out)["files"] == manifest["files"]
 
 
-@pytest.mark.parametrize("name", ["tick", "encoders", "backbone_step", "rollout", "actor"])
+@pytest.mark.parametrize("name", GRAPHS)
 @pytest.mark.parametrize("batch", [1, 4])
 def test_onnx_matches_torch_on_random_inputs(exported, model, name, batch):
     """Every exported graph, in onnxruntime fp32, gives torch's outputs within 1e-4 on random inputs, at
@@ -119,10 +134,63 @@ def test_a_30_step_rollout_in_onnxruntime_matches_torch(exported, model, episode
     with torch.no_grad():
         want = model.rollout(z0, actions, dt)
         uniform = model.rollout(z0, actions, torch.full_like(dt, 1 / 30))  # the planner's constant-step path
-    got = OrtRollout(out)(z0, actions, dt)
+    ort = OrtRollout(out)
+    got = ort(z0, actions, dt)
     assert got.shape == (3, ROLLOUT_TICKS, z.shape[1])
     assert float((got - want).abs().max()) <= TOL
-    assert float((OrtRollout(out)(z0, actions, torch.full_like(dt, 1 / 30)) - uniform).abs().max()) <= TOL
+    assert float((ort(z0, actions, torch.full_like(dt, 1 / 30)) - uniform).abs().max()) <= TOL
+    # the memory's correction on the first ticks, one for every candidate, as planning holds it
+    residual = 0.05 * torch.randn(1, z.shape[1], generator=torch.Generator().manual_seed(0))
+    for k in ROLLOUTS:
+        with torch.no_grad():
+            want = model.rollout(z0, actions[:, :k], dt[:, :k], residual, CORRECTED_TICKS)
+            plain = model.rollout(z0, actions[:, :k], dt[:, :k])
+        got = ort(z0, actions[:, :k], dt[:, :k], residual, CORRECTED_TICKS)
+        assert float((got - want).abs().max()) <= TOL, k
+        assert float((got - plain).abs().max()) > 1e-3  # it corrects
+
+
+def test_rollouts_between_the_graphs_horizons_run_in_the_next_longer_one(exported, model):
+    """A rollout of a horizon without a graph of its own (2, 5 or 20 ticks: the belief carried to the next
+    control tick) runs in the next longer graph, its extra ticks of dt 0, and matches torch's, corrected or
+    not."""
+    out, _ = exported
+    ort = OrtRollout(out)
+    z0 = torch.randn(3, 2 * model.cfg.d_latent, generator=torch.Generator().manual_seed(2))
+    residual = torch.full((1, z0.shape[1]), 0.02)
+    for k in (2, 5, 20):
+        actions = torch.randn(3, k, 5, generator=torch.Generator().manual_seed(k)) * 0.3
+        dt = torch.full((3, k), 1 / 30)
+        for corr in (None, residual):
+            with torch.no_grad():
+                want = model.rollout(z0, actions, dt, corr, CORRECTED_TICKS)
+            got = ort(z0, actions, dt, corr, CORRECTED_TICKS)
+            assert got.shape == want.shape and float((got - want).abs().max()) <= TOL, (k, corr is None)
+
+
+def test_what_no_graph_can_roll_out_falls_back_to_torch(exported):
+    """With the model it was exported from, `OrtRollout` rolls out in torch (counted) what its graphs cannot:
+    a horizon past the longest graph, a correction over other ticks, and anything once the transition's
+    weights changed (a learner's swap); without the model, it refuses."""
+    out, _ = exported
+    model, _ = checkpoint.load()  # its own copy: the weights change below
+    ort = OrtRollout(out, model=model)
+    z0 = torch.randn(4, 2 * model.cfg.d_latent, generator=torch.Generator().manual_seed(1))
+    actions, dt = torch.zeros(4, 12, 5), torch.full((4, 12), 1 / 30)
+    residual = torch.full((1, z0.shape[1]), 0.01)
+    with torch.no_grad():
+        longer, long_dt = torch.zeros(4, 31, 5), torch.full((4, 31), 1 / 30)
+        assert torch.equal(ort(z0, longer, long_dt), model.rollout(z0, longer, long_dt))
+        corrected_all = model.rollout(z0, actions, dt, residual, 12)
+        assert torch.equal(ort(z0, actions, dt, residual, 12), corrected_all)
+        assert ort.fallbacks == 2
+        assert float((ort(z0, actions, dt) - model.rollout(z0, actions, dt)).abs().max()) <= TOL
+        assert ort.fallbacks == 2  # the graph ran
+        model.predictor.load_state_dict({k: v + 0.01 for k, v in model.predictor.state_dict().items()})
+        assert torch.equal(ort(z0, actions, dt), model.rollout(z0, actions, dt))  # as the learner swaps
+        assert ort.fallbacks == 3
+    with pytest.raises(ExportError, match="no graph for a 31-tick rollout"):
+        OrtRollout(out)(z0, longer, long_dt)
 
 
 def test_a_tampered_or_missing_file_is_refused_with_its_path_and_both_hashes(exported, tmp_path):
@@ -161,7 +229,8 @@ def test_a_provider_that_is_not_installed_is_refused_listing_the_available_ones(
 
 def test_an_export_of_other_weights_or_format_is_refused(exported, tmp_path):
     """An export made from other weights than the checkpoint in use is refused (export again), and so is a
-    manifest of another format version."""
+    manifest of another format version; `ensure_export` (what launch.sim and the benches call) exports such
+    one again."""
     out, _ = exported
     with pytest.raises(ExportError, match="other weights"):
         OnnxEngine(out).check("0" * 64)
@@ -172,6 +241,7 @@ def test_an_export_of_other_weights_or_format_is_refused(exported, tmp_path):
     (copy / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ExportError, match="format 999"):
         load_manifest(copy)
+    assert ensure_export(copy)["format_version"] == FORMAT_VERSION  # another runtime's: exported again
 
 
 def test_int8_latents_stay_close_to_fp32(exported, episode):
