@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     except ProfileError as exc:
         console.print(f"[red]refused:[/red] {exc}")
         return 2
+    if profile.bus.type == "zmq":
+        console.print(f"[red]refused:[/red] {profile.name}'s controller is calibrated on its own side")
+        return 2
     from nodes.hardware.node import make_bus
 
     port, emulator = cfg.port or profile.bus.port, None

@@ -8,7 +8,9 @@ servos through the safety filter. The same live dashboard, `--seconds`, `--statu
 Before anything starts, the profile is validated and the bus is opened and every servo pinged: a port that
 does not exist, a servo id that does not answer or an inconsistent profile stops the start with a message
 naming it, and no torque is enabled. `--port emulator` runs against the protocol emulator on a
-pseudo-terminal (nodes/hardware/emulators): everything but the servos is real.
+pseudo-terminal (nodes/hardware/emulators): everything but the servos is real. `--profile zmq-bridge` drives
+an arm with its own controller over our wire format (nodes/hardware/bridge.py); its emulator is a remote
+controller on ZeroMQ sockets.
 
 Without `--camera` and `--mic` the brain cannot see (its world model reads both): the arm is connected,
 holds where it is with torque on, and the dashboard shows its joints.
@@ -34,15 +36,16 @@ from launch.sim import MERGED_GRAPH_PREFIX, SimConfig, main, probe_sensor
 from runtime.graph import GRAPHS_DIR, GraphError, load_graph
 
 log = logging.getLogger("launch.hw")
-SERIAL_BUSES = ("dynamixel-2.0", "feetech-sts")
+BUSES = ("dynamixel-2.0", "feetech-sts", "zmq")  # serial servos, or a remote controller (bridge.py)
 
 
 @dataclass
 class HwConfig:
     profile: str
-    """Robot profile (firmware_profiles/robots/<name>.toml): koch-v1.1, so100."""
+    """Robot profile (firmware_profiles/robots/<name>.toml): koch-v1.1, so100, zmq-bridge."""
     port: str | None = None
-    """Serial port of the arm's bus (default: the profile's), or `emulator` (the protocol emulator)."""
+    """Serial port of the arm's bus, or a remote controller's endpoint (`zmq-bridge`) (default: the
+    profile's), or `emulator` (the protocol emulator)."""
     calibration: Path | None = None
     """Calibration file from `launch.calibrate` (default: calibration/<profile>.json if it exists, else the
     profile's offsets)."""
@@ -66,16 +69,18 @@ class HwConfig:
     """Seed of the first goal."""
 
 
-def probe_bus(profile, port: str) -> None:
+def probe_bus(profile, port: str, command_port: str | None = None) -> None:
     """Open the bus and ping every servo as the node will, then close it; ValueError naming the port or the
-    servo id that failed. Torque is not enabled (closing turns it off, which it already is)."""
+    servo id that failed (a remote controller: its endpoint). Torque is not enabled (closing turns it off,
+    which it already is)."""
     from nodes.hardware.bus import BusError
     from nodes.hardware.node import make_bus
 
-    if port != "emulator" and not Path(port).exists():
+    serial = profile.bus.type != "zmq"
+    if serial and port != "emulator" and not Path(port).exists():
         raise ValueError(f"port {port} does not exist (is the arm's USB adapter plugged in? `ls /dev/tty*`)")
     try:
-        with make_bus(profile, port):
+        with make_bus(profile, port, command_port=command_port):
             pass
     except BusError as exc:
         raise ValueError(str(exc)) from None
@@ -87,10 +92,10 @@ def prepare(cfg: HwConfig) -> tuple:
     from runtime.profiles import load_robot
 
     profile = load_robot(cfg.profile)  # ProfileError (a ValueError) names the field
-    if profile.bus.type not in SERIAL_BUSES:
+    if profile.bus.type not in BUSES:
         raise ValueError(
-            f"robot {profile.name!r} has a {profile.bus.type} bus; launch.hw drives serial buses "
-            f"({', '.join(SERIAL_BUSES)}); the simulated arm runs with launch.sim"
+            f"robot {profile.name!r} has a {profile.bus.type} bus; launch.hw drives "
+            f"{', '.join(BUSES)} buses; the simulated arm runs with launch.sim"
         )
     if not cfg.goal_period_s > 0:
         raise ValueError(f"`--goal-period-s` must be > 0, got {cfg.goal_period_s}")
@@ -108,11 +113,14 @@ def prepare(cfg: HwConfig) -> tuple:
 
         emulator = EmulatorProcess(cfg.profile)
     port = emulator.port if emulator is not None else (cfg.port or profile.bus.port)
+    command_port = emulator.command_port if emulator is not None else None  # a remote controller's
     try:
-        probe_bus(profile, port)
+        probe_bus(profile, port, command_port)
         raw = yaml.safe_load((GRAPHS_DIR / "hw.yaml").read_text())
         nodes = raw["nodes"]
         nodes["arm"]["params"].update(robot=profile.name, port=port, calibration=str(calibration or "none"))
+        if command_port is not None:
+            nodes["arm"]["params"]["command_port"] = command_port
         nodes["goal"]["params"].update(period_s=cfg.goal_period_s, seed=cfg.seed)
         nodes["brain"]["params"]["policy"] = cfg.policy
         sensors = {}

@@ -1,8 +1,10 @@
 """The hardware node: a real arm on a servo bus, in place of the sim node (`python -m launch.hw`).
 
-Params: `robot` (a profile in firmware_profiles/robots), `port` (its serial device), `calibration` (a file
-from `launch.calibrate`, or none: the profile's offsets), `action_hz` (the brain's action rate, 10: the
-safety filter's velocity window per action), `retries` (per bus transfer).
+Params: `robot` (a profile in firmware_profiles/robots), `port` (its serial device, or a remote
+controller's endpoint: bridge.py), `command_port` (a remote controller's: where we publish targets; default
+the profile's), `calibration` (a file from `launch.calibrate`, or none: the profile's offsets), `action_hz`
+(the brain's action rate, 10: the safety filter's velocity window per action), `retries` (per bus
+transfer).
 
 Connect: the bus opens and every servo id must answer (else the error names the id and no torque is
 enabled); the goals are set to where the joints are, then torque goes on, so nothing jumps.
@@ -55,9 +57,16 @@ STATUS_COLUMNS = (
 )
 
 
-def make_bus(profile: RobotProfile, port: str, retries: int = 3):
-    """The profile's servo bus on `port` (not yet connected)."""
+def make_bus(profile: RobotProfile, port: str, retries: int = 3, command_port: str | None = None):
+    """The profile's servo bus on `port` (not yet connected); a zmq bus binds `command_port` (default the
+    profile's) for its controller."""
     ids = [j.id for j in profile.joints]
+    if profile.bus.type == "zmq":
+        from nodes.hardware.bridge import ZmqBus
+
+        period = 1.0 / profile.state_hz  # a state older than 5 periods is missed; wait 2 for the next
+        cmd = command_port or profile.bus.command_port
+        return ZmqBus(port, cmd, ids, retries=retries, stale_s=5 * period, timeout_s=2 * period)
     if profile.bus.type == "dynamixel-2.0":
         from nodes.hardware.dynamixel import DynamixelBus
 
@@ -66,9 +75,7 @@ def make_bus(profile: RobotProfile, port: str, retries: int = 3):
         from nodes.hardware.feetech import FeetechBus
 
         return FeetechBus(port, profile.bus.baudrate, ids, retries=retries)
-    raise ValueError(
-        f"robot {profile.name!r} has a {profile.bus.type} bus: the hardware node drives serial buses"
-    )
+    raise ValueError(f"robot {profile.name!r} has a {profile.bus.type} bus, which no driver here drives")
 
 
 def proprioception(positions: np.ndarray, velocities: np.ndarray, profile: RobotProfile) -> np.ndarray:
@@ -87,7 +94,8 @@ class HardwareNode(Node):
         profile = load_robot(str(p["robot"]))
         calibration = p.get("calibration")
         calibration = None if calibration in (None, "none") else Calibration.load(calibration, profile)
-        bus = make_bus(profile, str(p["port"]), int(p.get("retries", 3)))
+        command_port = p.get("command_port") or None  # a zmq bus's: launch.hw's emulator has its own
+        bus = make_bus(profile, str(p["port"]), int(p.get("retries", 3)), command_port)
         self.arm = Arm(profile, bus, calibration, float(p.get("action_hz", 10.0)))
         self.arm.connect()  # BusError names a servo that does not answer; no torque is on then
         self.profile = profile

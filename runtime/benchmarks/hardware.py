@@ -74,12 +74,13 @@ def _sources(directory: Path) -> tuple[str, str]:
     return str(video), str(audio)
 
 
-def bus_roundtrips(profile, port: str, n: int) -> np.ndarray:
-    """ms per sync-write of every goal plus sync-read of every position (torque off: nothing moves)."""
+def bus_roundtrips(profile, port: str, n: int, command_port: str | None = None) -> np.ndarray:
+    """ms per sync-write of every goal plus sync-read of every position (torque off: nothing moves). On a
+    remote controller's zmq bus, the calls' own cost: its state streams in, no read waits for a reply."""
     from nodes.hardware.node import make_bus
 
     out = np.empty(n)
-    with make_bus(profile, port) as bus:
+    with make_bus(profile, port, command_port=command_port) as bus:
         goals = bus.sync_read("present_position")
         for _ in range(50):
             bus.sync_write("goal_position", goals)
@@ -125,7 +126,8 @@ def run(cfg: HardwareBenchConfig, progress=None) -> Report:
         if progress:
             progress("bus round trips")
         port = graph.nodes["arm"].params["port"]
-        trips = bus_roundtrips(profile, port, cfg.roundtrips)
+        command_port = graph.nodes["arm"].params.get("command_port")  # a remote controller's
+        trips = bus_roundtrips(profile, port, cfg.roundtrips, command_port)
         raw = yaml.safe_load(Path(graph.source).read_text())
         raw["nodes"]["brain"]["restart"] = {"max_restarts": 0, "backoff_s": 0.5}  # killed stays dead
         Path(graph.source).write_text(yaml.safe_dump(raw, sort_keys=False))

@@ -46,12 +46,18 @@ class Bus(_Table):
     type: str  # a key of BUSES
     port: str  # a serial device, `emulator` (the protocol emulator on a pseudo-terminal), or an endpoint
     baudrate: int
+    command_port: str = ""  # zmq only: the endpoint we bind for the controller to read targets from
 
     def _validate(self) -> None:
         self._one_of("type", BUSES)
         self._one_of("baudrate", BUSES[self.type]["baud"])
         if not self.port.strip():
             raise ProfileError("`bus.port` must not be empty")
+        if (self.type == "zmq") != bool(self.command_port.strip()):
+            raise ProfileError(
+                "`bus.command_port` is where a zmq bus's controller reads its targets: set it for a zmq bus "
+                f"and for no other, got {self.command_port!r} on a {self.type} bus"
+            )
 
 
 @dataclass(frozen=True)

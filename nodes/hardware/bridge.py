@@ -1,0 +1,140 @@
+"""An arm with its own controller, on our wire format (docs/wire-format.md, "A remote arm"), as a bus.
+
+The controller owns its servos, their limits and their torque; the hardware node above it (node.py, arm.py)
+is the same as for a serial arm: calibration, the safety filter, the watchdog, torque off on every exit. The
+conversation, every message the wire format's envelope:
+
+- the controller binds an XPUB at `port` (the profile's `bus.port`) and publishes `bridge/state`, float64
+  (J + 1,): its joints' positions in radians, in its own order (a joint's `id` in the profile is its index
+  here; a controller may have more joints than the profile drives), then its torque, 1.0 on or 0.0 off;
+  `capture_ns` when they were read;
+- we bind an XPUB at `command_port` (`bus.command_port`), where the controller connects a SUB, and publish
+  `bridge/target`, float64 (max id + 1,), the goal positions in radians (NaN: a joint we do not drive, to
+  hold), and `bridge/torque`, uint8 (max id + 1,), 1 on or 0 off per joint; a message each time either
+  changes;
+- both sides heartbeat and answer the readiness handshake. The controller must stop its arm when our
+  heartbeats stop (three periods, 0.6 s): a node killed outright then still ends in a stop, which a serial
+  servo cannot do.
+
+So the node's code runs unchanged, this bus speaks in the serial servos' register units: a position is
+ticks of a 4096-per-turn virtual servo centred at 2048 (calibration.py), 1.5 mrad a tick. A read with no
+state fresher than `stale_s` waits `timeout_s` for one and is retried (`retries`) like a missing status
+packet; a controller that stays silent is a BusError naming its endpoint.
+"""
+
+import math
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from nodes.hardware.bus import BusError, MotorBus, Retry
+from nodes.hardware.calibration import CENTER_TICKS, TICKS_PER_TURN
+from runtime.clock import now_ns
+from runtime.transport import Publisher, Subscriber
+
+STATE, TARGET, TORQUE = "bridge/state", "bridge/target", "bridge/torque"
+SOURCE = "hamrt"  # our side's name in the envelope's `source` and heartbeats
+CONNECT_TIMEOUT_S = 3.0  # for the controller to answer the handshake and connect to our command endpoint
+
+
+def to_ticks(rad: float) -> int:
+    return round(CENTER_TICKS + rad * TICKS_PER_TURN / (2 * math.pi))
+
+
+def to_rad(ticks: int) -> float:
+    return (ticks - CENTER_TICKS) * 2 * math.pi / TICKS_PER_TURN
+
+
+class ZmqBus(MotorBus):
+    REGISTERS = {"present_position": (0, 4), "goal_position": (1, 4), "torque_enable": (2, 1)}
+    PROTOCOL = "zmq"
+
+    def __init__(
+        self,
+        port: str,
+        command_port: str,
+        ids: Sequence[int],
+        retries: int = 3,
+        stale_s: float = 0.05,
+        timeout_s: float = 0.02,
+    ):
+        """`port`: the controller's state endpoint; `command_port`: ours, for targets and torque. `ids`:
+        the joints' indices in the controller's vectors."""
+        super().__init__(port, 0, ids, retries)
+        if not command_port:
+            raise ValueError("a zmq bus needs `command_port`: the endpoint the controller reads targets from")
+        self.command_port, self.stale_s, self.timeout_s = command_port, stale_s, timeout_s
+        self.joints = max(self.ids) + 1
+        self.targets = np.full(self.joints, np.nan)  # rad; NaN for a joint not ours to drive: it holds
+        self.torque = np.zeros(self.joints, np.uint8)
+        self._state: np.ndarray | None = None
+        self._state_at = -math.inf  # monotonic time it arrived
+        self._pub = self._sub = None
+
+    # ---- the protocol --------------------------------------------------------------------------------------
+    def _open(self) -> None:
+        try:
+            self._pub = Publisher(self.command_port, SOURCE)
+            # lossless, and the newest taken: a `latest` queue of a few messages fills while the node is
+            # busy and then holds the oldest ones
+            self._sub = Subscriber([self.port], {STATE: "lossless"}, name=SOURCE)
+        except (RuntimeError, ValueError) as exc:
+            self._close()
+            raise BusError(f"cannot open the zmq bus: {exc}") from None
+        if not self._sub.wait_ready(CONNECT_TIMEOUT_S):
+            self._close()
+            raise BusError(f"no controller answers at {self.port} (within {CONNECT_TIMEOUT_S:g} s)")
+        if not self._pub.wait_for_readers(1, (TARGET, TORQUE), CONNECT_TIMEOUT_S):
+            self._close()
+            raise BusError(f"the controller at {self.port} did not connect to {self.command_port}")
+
+    def _close(self) -> None:
+        for end in (self._sub, self._pub):
+            if end is not None:
+                end.close()
+        self._pub = self._sub = None
+
+    def _latest(self) -> np.ndarray:
+        """The controller's newest state; Retry if none came within `stale_s` (after waiting `timeout_s`)."""
+        self._pub.service()  # heartbeats and handshakes on our endpoint
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            msgs = self._sub.poll(0.0 if self._fresh() else max(0.0, deadline - time.monotonic()))
+            if msgs:  # the newest; those before it are past
+                data = np.asarray(msgs[-1].data, np.float64)
+                if data.ndim != 1 or len(data) < self.joints + 1 or not np.isfinite(data).all():
+                    raise Retry("corrupt", f"{STATE} {data.shape}: want {self.joints}+ joints, then torque")
+                self._state, self._state_at = data, time.monotonic()
+            if self._fresh():
+                return self._state
+            if time.monotonic() >= deadline:
+                raise Retry("no_reply", f"no {STATE} from {self.port} for {self.stale_s * 1e3:.0f} ms")
+
+    def _fresh(self) -> bool:
+        return time.monotonic() - self._state_at <= self.stale_s
+
+    def _ping(self, servo: int) -> int:
+        self._latest()
+        return 0  # no model number: the controller's joints, not servos
+
+    def _read(self, servo: int, address: int, size: int) -> int:
+        state = self._latest()
+        return to_ticks(state[servo]) if address == 0 else int(state[-1] > 0.5) if address == 2 else 0
+
+    def _write(self, servo: int, address: int, size: int, value: int) -> None:
+        self._sync_write({servo: value}, address, size)
+
+    def _sync_read(self, servos: Sequence[int], address: int, size: int) -> dict[int, int]:
+        return {s: self._read(s, address, size) for s in servos}
+
+    def _sync_write(self, values: dict[int, int], address: int, size: int) -> None:
+        if address == 1:
+            for servo, ticks in values.items():
+                self.targets[servo] = to_rad(ticks)
+            self._pub.publish(TARGET, "action", self.targets.copy(), now_ns())
+        elif address == 2:
+            for servo, on in values.items():
+                self.torque[servo] = 1 if on else 0
+            self._pub.publish(TORQUE, "state", self.torque.copy(), now_ns())
+        self._pub.service()
