@@ -22,6 +22,7 @@ state fresher than `stale_s` waits `timeout_s` for one and is retried (`retries`
 packet; a controller that stays silent is a BusError naming its endpoint.
 """
 
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from nodes.hardware.calibration import CENTER_TICKS, TICKS_PER_TURN
 from runtime.clock import now_ns
 from runtime.transport import Publisher, Subscriber
 
+log = logging.getLogger(__name__)
 STATE, TARGET, TORQUE = "bridge/state", "bridge/target", "bridge/torque"
 SOURCE = "hamrt"  # our side's name in the envelope's `source` and heartbeats
 CONNECT_TIMEOUT_S = 3.0  # for the controller to answer the handshake and connect to our command endpoint
@@ -126,7 +128,34 @@ class ZmqBus(MotorBus):
         self._sync_write({servo: value}, address, size)
 
     def _sync_read(self, servos: Sequence[int], address: int, size: int) -> dict[int, int]:
-        return {s: self._read(s, address, size) for s in servos}
+        state = self._latest()  # one state for all: the joints as the controller read them together
+        if address == 0:
+            return {s: to_ticks(state[s]) for s in servos}
+        return {s: int(state[-1] > 0.5) if address == 2 else 0 for s in servos}
+
+    def disconnect(self) -> None:
+        """Torque off, confirmed by the controller's state (a serial bus reads each servo back), then the
+        sockets closed; a controller that does not confirm within a second is logged as an error."""
+        if not self._connected:
+            return
+        try:
+            self.disable_torque()
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                try:
+                    if self._latest()[-1] < 0.5:
+                        break
+                except Retry:
+                    pass
+                time.sleep(self.timeout_s)
+                self._pub.publish(TORQUE, "state", self.torque.copy(), now_ns())  # again, in case it was lost
+            else:
+                log.error("bus %s: the controller did not confirm torque off within 1 s", self.port)
+        except BusError as exc:
+            log.error("bus %s: torque-off on disconnect failed: %s", self.port, exc)
+        finally:
+            self._close()
+            self._connected = False
 
     def _sync_write(self, values: dict[int, int], address: int, size: int) -> None:
         if address == 1:

@@ -233,8 +233,8 @@ class OrtRollout:
         if why is not None:
             if self.model is None:
                 raise ExportError(f"cannot roll out in onnxruntime: {why}")
-            if not self.fallbacks:
-                log.warning("planner rollouts in torch from now on where: %s", why)
+            if not self.fallbacks:  # said once; the brain logs the count at exit
+                log.warning("a rollout runs in torch instead of onnxruntime: %s", why)
             self.fallbacks += 1
             return self.model.rollout(z0, actions, dt, residual, residual_ticks)
         if residual is None:
