@@ -14,6 +14,7 @@ topic (launch.record beside the graph). Ctrl-C stops every process within 2 s an
 import importlib
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -594,7 +595,8 @@ def profile_params(cfg: SimConfig, graph: Graph, profile) -> dict:
 
 def check_model_inputs(brain: dict, sim: dict, sensors: dict[str, dict], profile) -> None:
     """What the brain's world model cannot take, refused naming where it was set: an exported graph takes
-    frames of the checkpoint's size only (torch resizes), and the audio encoder 16 kHz in 10 ms chunks."""
+    frames of the checkpoint's size only (torch resizes), a camera period no longer than the model's stable
+    step, and the audio encoder 16 kHz in 10 ms chunks."""
     from nodes.brain import world_model_path
     from runtime.world_model import checkpoint
     from runtime.world_model.encoders import CHUNK, SAMPLE_RATE
@@ -606,6 +608,15 @@ def check_model_inputs(brain: dict, sim: dict, sensors: dict[str, dict], profile
     source = "--image-size" if profile is None else f"profile {profile.name!r}: `sensors.camera_width`"
     if brain.get("runtime", "torch") == "onnxruntime" and sim["image_size"] != size:
         raise ValueError(f"{source} {sim['image_size']}: the exported model takes {size}x{size} frames")
+    if profile is not None:  # a tick past the stable band is clamped: the belief would fall behind the world
+        longest = checkpoint.load(path)[0].dt_band()[1]
+        if 1 / profile.sensors.camera_hz > longest:
+            raise ValueError(
+                f"profile {profile.name!r}: `sensors.camera_hz` {profile.sensors.camera_hz:g}: a tick of "
+                f"{1e3 / profile.sensors.camera_hz:.1f} ms is longer than the world model's stable step "
+                f"({longest * 1e3:.1f} ms), so every tick would be clamped; use "
+                f"{math.ceil(1 / longest):d} Hz or more"
+            )
     mic = sensors.get("microphone")
     if mic is not None and profile is not None:
         rate, chunk = profile.sensors.audio_rate_hz, profile.sensors.audio_chunk

@@ -32,26 +32,26 @@ def _profile(tmp_path: Path, name: str = "edge", **values) -> str:
 
 
 def test_a_profile_sets_every_camera_and_the_microphone(tmp_path):
-    """A 15 Hz profile with 20 ms audio chunks: the sim renders at 15 Hz, the live camera is asked for 15 Hz
+    """A 20 Hz profile with 20 ms audio chunks: the sim renders at 20 Hz, the live camera is asked for 20 Hz
     at the profile's size, the microphone opens at its rate and chunk, and each node and topic declares the
     rate its sensor runs at (the brain's V-sync and the dashboard read them)."""
-    profile = _profile(tmp_path, camera_hz="15", tick_hz="15", audio_chunk="320", frame_ms="66.7")
+    profile = _profile(tmp_path, camera_hz="20", tick_hz="20", audio_chunk="320", frame_ms="50")
     video = write_video(tmp_path / "camera.mp4", counter_frames(30, 64, 48), fps=30)
     wav = write_tone(tmp_path / "mic.wav", seconds=1.0)
     graph, params = prepare(SimConfig(profile=profile, camera=str(video), mic=str(wav)))
     try:
-        assert graph.topics["sim/camera"][1].rate_hz == 15
+        assert graph.topics["sim/camera"][1].rate_hz == 20
         assert params["sim"]["image_size"] == 64
         camera = graph.nodes["camera"]
-        assert (camera.params["width"], camera.params["height"], camera.params["fps"]) == (64, 64, 15)
-        assert camera.rate_hz == graph.topics["camera/image"][1].rate_hz == 15
+        assert (camera.params["width"], camera.params["height"], camera.params["fps"]) == (64, 64, 20)
+        assert camera.rate_hz == graph.topics["camera/image"][1].rate_hz == 20
         mic = graph.nodes["microphone"]
         assert (mic.params["sample_rate_hz"], mic.params["chunk_ms"]) == (16000, 20)
         assert mic.rate_hz == graph.topics["mic/audio"][1].rate_hz == 50
         assert params["brain"]["runtime"] == "torch" and params["brain"]["threads"] == 1
         streams = graph.nodes["brain"].params["vsync"]["streams"]
         assert {"sim/camera", "camera/image", "mic/audio"} <= set(streams)
-        assert [graph.topics[t][1].rate_hz for t in ("brain/tick", "brain/model", "brain/extra")] == [15] * 3
+        assert [graph.topics[t][1].rate_hz for t in ("brain/tick", "brain/model", "brain/extra")] == [20] * 3
     finally:
         discard_merged(graph)
 
@@ -78,8 +78,13 @@ def test_without_a_profile_the_sensors_keep_their_defaults(tmp_path):
         ),
         ({"audio_rate_hz": "48000", "audio_chunk": "480"}, True, "`sensors.audio_rate_hz` 48000"),
         ({"audio_chunk": "100"}, True, "`audio_chunk` 100"),
+        (
+            {"camera_hz": "15", "tick_hz": "15", "frame_ms": "66.7"},
+            False,
+            "`sensors.camera_hz` 15: a tick of 66.7 ms is longer than the world model's stable step",
+        ),
     ],
-    ids=["non-square", "onnx-size", "audio-rate", "audio-chunk"],
+    ids=["non-square", "onnx-size", "audio-rate", "audio-chunk", "camera-too-slow"],
 )
 def test_what_the_model_cannot_take_is_refused_before_anything_starts(tmp_path, values, mic, expected):
     profile = _profile(tmp_path, **values)
@@ -92,10 +97,10 @@ def test_what_the_model_cannot_take_is_refused_before_anything_starts(tmp_path, 
 
 
 @pytest.mark.timeout(120)
-def test_a_15_hz_profile_runs_the_loop_at_15_hz(tmp_path):
-    """`launch.sim --profile` with a 15 Hz camera for 12 s: the sim's camera and the brain's ticks run at
-    15 Hz (the status file's measured rates), not the graph's 30."""
-    profile = _profile(tmp_path, camera_hz="15", tick_hz="15", frame_ms="66.7")
+def test_a_20_hz_profile_runs_the_loop_at_20_hz(tmp_path):
+    """`launch.sim --profile` with a 20 Hz camera for 12 s: the sim's camera and the brain's ticks run at
+    20 Hz (the status file's measured rates), not the graph's 30."""
+    profile = _profile(tmp_path, camera_hz="20", tick_hz="20", frame_ms="50")
     status = tmp_path / "status.json"
     proc = subprocess.run(
         [sys.executable, "-m", "launch.sim", "--profile", profile, "--seconds", "12",
@@ -104,9 +109,9 @@ def test_a_15_hz_profile_runs_the_loop_at_15_hz(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     streams = json.loads(status.read_text())["streams"]
-    assert abs(streams["sim/camera"]["rate_hz"] - 15) <= 2, streams["sim/camera"]
-    assert streams["sim/camera"]["nominal_hz"] == 15
-    assert abs(streams["brain/tick"]["rate_hz"] - 15) <= 2, streams["brain/tick"]
+    assert abs(streams["sim/camera"]["rate_hz"] - 20) <= 2, streams["sim/camera"]
+    assert streams["sim/camera"]["nominal_hz"] == 20
+    assert abs(streams["brain/tick"]["rate_hz"] - 20) <= 2, streams["brain/tick"]
 
 
 @pytest.mark.timeout(200)
