@@ -672,12 +672,6 @@ def prepare(cfg: SimConfig) -> tuple[Graph, dict]:
             del sensors[node]
     if "brain" in graph.nodes:
         check_model_inputs({**graph.nodes["brain"].params, **params.get("brain", {})}, sim, sensors, profile)
-    if profile is not None and profile.runtime.engine == "onnxruntime" and "brain" in graph.nodes:
-        from runtime.export.session import ensure_export
-
-        ensure_export(cfg.export_dir / profile.name, profile=profile.name)  # made once, if absent
-    if sensors or profile is not None:
-        graph = merged_graph(graph, sensors, None if profile is None else profile.sensors.camera_hz)
     if cfg.record is not None and (cfg.record.exists() or not cfg.record.parent.is_dir()):
         raise ValueError(f"`--record`: {cfg.record} exists, or its directory does not")
     if cfg.save_video is not None:
@@ -688,13 +682,24 @@ def prepare(cfg: SimConfig) -> tuple[Graph, dict]:
         raise ValueError(f"`--viz-file`: directory {cfg.viz_file.parent} does not exist")
     if cfg.status_file is not None and not cfg.status_file.parent.is_dir():
         raise ValueError(f"`--status-file`: directory {cfg.status_file.parent} does not exist")
-    for name, spec in graph.nodes.items():  # node-specific params, e.g. the brain's V-sync config
-        check = getattr(importlib.import_module(spec.module.partition(":")[0]), "check_params", None)
-        if check is not None:
-            try:
-                check({**spec.params, **params.get(name, {})}, graph)
-            except ValueError as exc:
-                raise ValueError(f"nodes.{name}.params: {exc}") from None
+    if profile is not None and profile.runtime.engine == "onnxruntime" and "brain" in graph.nodes:
+        from runtime.export.session import ensure_export
+
+        # after the quick checks (a typo should not wait for an export); before the brain's, which reads it
+        ensure_export(cfg.export_dir / profile.name, profile=profile.name)
+    if sensors or profile is not None:
+        graph = merged_graph(graph, sensors, None if profile is None else profile.sensors.camera_hz)
+    try:
+        for name, spec in graph.nodes.items():  # node-specific params, e.g. the brain's V-sync config
+            check = getattr(importlib.import_module(spec.module.partition(":")[0]), "check_params", None)
+            if check is not None:
+                try:
+                    check({**spec.params, **params.get(name, {})}, graph)
+                except ValueError as exc:
+                    raise ValueError(f"nodes.{name}.params: {exc}") from None
+    except BaseException:
+        discard_merged(graph)  # refused: no run will read it
+        raise
     return graph, params
 
 

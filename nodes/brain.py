@@ -271,7 +271,11 @@ class BrainNode(Node):
                 how = (threads, engine.provider, engine.precision)
                 rollout = OrtRollout(engine.directory, *how, model=wm.model)
                 runs["rollouts"] = f"onnxruntime {engine.precision}"
-                if distilled is not None and "actor" in wm.belief_model.manifest["graphs"]:
+                exported = wm.belief_model.manifest
+                same_actor = exported["source"].get("actor_sha256") == wm.manifest["files"].get("actor.pt")
+                if distilled is not None and "actor" in exported["graphs"] and not same_actor:
+                    log.warning("brain: the export's actor is not this checkpoint's: torch runs it")
+                elif distilled is not None and "actor" in exported["graphs"]:
                     distilled = OrtActor(engine.directory, *how)
                     runs["actor"] = runs["rollouts"]
             self.planner = LivePlanner(
@@ -439,7 +443,8 @@ class BrainNode(Node):
                 self.search_ahead.skipped,
             )
             if self.rollout is not None:
-                log.info("brain: %d rollouts fell back to torch", self.rollout.fallbacks)
+                fell = self.rollout
+                log.info("brain: %d rollouts fell back to torch %s", fell.fallbacks, fell.reasons)
             self.planner.close()
         if hasattr(self, "vsync"):
             for s in self.vsync.status():

@@ -53,6 +53,9 @@ class Node:
     def step(self) -> None:
         """One loop iteration."""
 
+    def idle(self) -> None:
+        """What must go on while the node waits for its publishers (a device's own heartbeats)."""
+
     def _wait_for_publishers(self) -> None:
         # Short handshake attempts, servicing our own publisher in between: two nodes waiting on each other
         # must still answer each other's handshakes.
@@ -60,6 +63,7 @@ class Node:
         while time.monotonic() < deadline and not self.stopping:
             if self.publisher is not None:
                 self.publisher.service()
+            self.idle()
             if self.subscriber.wait_ready(timeout_s=0.05):
                 return
         log.warning(

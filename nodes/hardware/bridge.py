@@ -10,16 +10,19 @@ conversation, every message the wire format's envelope:
   `capture_ns` when they were read;
 - we bind an XPUB at `command_port` (`bus.command_port`), where the controller connects a SUB, and publish
   `bridge/target`, float64 (max id + 1,), the goal positions in radians (NaN: a joint we do not drive, to
-  hold), and `bridge/torque`, uint8 (max id + 1,), 1 on or 0 off per joint; a message each time either
-  changes;
+  hold), and `bridge/torque`, uint8 (1,), the arm's torque, 1 on or 0 off; a message each time either
+  changes, and the torque again whenever the controller's state disagrees with it;
 - both sides heartbeat and answer the readiness handshake. The controller must stop its arm when our
   heartbeats stop (three periods, 0.6 s): a node killed outright then still ends in a stop, which a serial
-  servo cannot do.
+  servo cannot do. The node heartbeats on every read, and while it waits for its publishers (`service`).
 
 So the node's code runs unchanged, this bus speaks in the serial servos' register units: a position is
-ticks of a 4096-per-turn virtual servo centred at 2048 (calibration.py), 1.5 mrad a tick. A read with no
-state fresher than `stale_s` waits `timeout_s` for one and is retried (`retries`) like a missing status
-packet; a controller that stays silent is a BusError naming its endpoint.
+ticks of a 4096-per-turn virtual servo centred at 2048 (calibration.py), 1.5 mrad a tick, so joint limits
+stay within +-pi (the profile refuses others). A read takes the next state to arrive, waiting up to
+`timeout_s`, so consecutive reads see consecutive states (the node's velocities); failing that, the last one
+if it arrived within `stale_s`; failing that, it is retried (`retries`) like a missing status packet, and a
+controller that stays silent is a BusError naming its endpoint. Freshness is judged by arrival: the
+controller's clock need not be ours.
 """
 
 import logging
@@ -28,6 +31,7 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
+import zmq
 
 from nodes.hardware.bus import BusError, MotorBus, Retry
 from nodes.hardware.calibration import CENTER_TICKS, TICKS_PER_TURN
@@ -69,10 +73,22 @@ class ZmqBus(MotorBus):
         self.command_port, self.stale_s, self.timeout_s = command_port, stale_s, timeout_s
         self.joints = max(self.ids) + 1
         self.targets = np.full(self.joints, np.nan)  # rad; NaN for a joint not ours to drive: it holds
-        self.torque = np.zeros(self.joints, np.uint8)
+        self.torque = False  # what we asked for: one switch for the arm
         self._state: np.ndarray | None = None
         self._state_at = -math.inf  # monotonic time it arrived
+        self._consumed = False  # the state was returned by a read already
         self._pub = self._sub = None
+
+    @property
+    def reported_torque(self) -> bool | None:
+        """The torque the controller's last state reports (None before one)."""
+        return None if self._state is None else bool(self._state[-1] > 0.5)
+
+    def service(self) -> None:
+        """Heartbeats and handshakes on our endpoint (the node calls it while it waits)."""
+        with self._lock:
+            if self._pub is not None:
+                self._pub.service()
 
     # ---- the protocol --------------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -81,9 +97,9 @@ class ZmqBus(MotorBus):
             # lossless, and the newest taken: a `latest` queue of a few messages fills while the node is
             # busy and then holds the oldest ones
             self._sub = Subscriber([self.port], {STATE: "lossless"}, name=SOURCE)
-        except (RuntimeError, ValueError) as exc:
+        except (RuntimeError, ValueError, zmq.ZMQError) as exc:  # a port in use, a malformed endpoint
             self._close()
-            raise BusError(f"cannot open the zmq bus: {exc}") from None
+            raise BusError(f"cannot open the zmq bus ({self.port}, {self.command_port}): {exc}") from None
         if not self._sub.wait_ready(CONNECT_TIMEOUT_S):
             self._close()
             raise BusError(f"no controller answers at {self.port} (within {CONNECT_TIMEOUT_S:g} s)")
@@ -98,20 +114,32 @@ class ZmqBus(MotorBus):
         self._pub = self._sub = None
 
     def _latest(self) -> np.ndarray:
-        """The controller's newest state; Retry if none came within `stale_s` (after waiting `timeout_s`)."""
+        """The controller's next state (waiting up to `timeout_s`), else its last if it arrived within
+        `stale_s`; Retry if neither."""
         self._pub.service()  # heartbeats and handshakes on our endpoint
         deadline = time.monotonic() + self.timeout_s
         while True:
-            msgs = self._sub.poll(0.0 if self._fresh() else max(0.0, deadline - time.monotonic()))
+            wait = 0.0 if (self._fresh() and not self._consumed) else max(0.0, deadline - time.monotonic())
+            msgs = self._sub.poll(wait)
             if msgs:  # the newest; those before it are past
                 data = np.asarray(msgs[-1].data, np.float64)
-                if data.ndim != 1 or len(data) < self.joints + 1 or not np.isfinite(data).all():
+                ours = data[self.ids + [-1]] if data.ndim == 1 and len(data) > self.joints else None
+                if ours is None or not np.isfinite(ours).all():
                     raise Retry("corrupt", f"{STATE} {data.shape}: want {self.joints}+ joints, then torque")
-                self._state, self._state_at = data, time.monotonic()
-            if self._fresh():
+                self._state, self._state_at, self._consumed = data, time.monotonic(), False
+                self._resend_torque()
+            if (self._fresh() and not self._consumed) or (time.monotonic() >= deadline and self._fresh()):
+                self._consumed = True
                 return self._state
             if time.monotonic() >= deadline:
                 raise Retry("no_reply", f"no {STATE} from {self.port} for {self.stale_s * 1e3:.0f} ms")
+
+    def _resend_torque(self) -> None:
+        """Torque off asked for and the controller still on: say it again (a message can be lost, and a
+        controller restarted knows nothing). Torque on is never repeated: a controller that stopped its arm
+        by itself is reported (`reported_torque`), not overridden."""
+        if not self.torque and self.reported_torque:
+            self._pub.publish(TORQUE, "state", np.zeros(1, np.uint8), now_ns())
 
     def _fresh(self) -> bool:
         return time.monotonic() - self._state_at <= self.stale_s
@@ -147,8 +175,7 @@ class ZmqBus(MotorBus):
                         break
                 except Retry:
                     pass
-                time.sleep(self.timeout_s)
-                self._pub.publish(TORQUE, "state", self.torque.copy(), now_ns())  # again, in case it was lost
+                time.sleep(self.timeout_s)  # `_latest` says it again meanwhile
             else:
                 log.error("bus %s: the controller did not confirm torque off within 1 s", self.port)
         except BusError as exc:
@@ -163,7 +190,9 @@ class ZmqBus(MotorBus):
                 self.targets[servo] = to_rad(ticks)
             self._pub.publish(TARGET, "action", self.targets.copy(), now_ns())
         elif address == 2:
-            for servo, on in values.items():
-                self.torque[servo] = 1 if on else 0
-            self._pub.publish(TORQUE, "state", self.torque.copy(), now_ns())
+            wanted = {bool(on) for on in values.values()}
+            if len(wanted) != 1 or set(values) != set(self.ids):
+                raise BusError("a remote controller's torque is one switch for the whole arm")
+            self.torque = wanted.pop()
+            self._pub.publish(TORQUE, "state", np.array([int(self.torque)], np.uint8), now_ns())
         self._pub.service()

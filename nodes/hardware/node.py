@@ -106,6 +106,7 @@ class HardwareNode(Node):
         self.prev_positions, self.prev_read_s = self.arm.positions.copy(), now_ns() / 1e9
         self.next_status_s = 0.0
         self.failed_reads = 0
+        self.remote_off_since, self.remote_off_logged = None, False  # a remote controller's own stop
         log.info("hardware: %s on %s, %d servos, torque on", profile.name, p["port"], len(profile.joints))
 
     def step(self) -> None:
@@ -120,6 +121,7 @@ class HardwareNode(Node):
             if self.failed_reads >= MAX_FAILED_READS:
                 raise
             return
+        self._check_remote_torque(now_s)
         velocities = (positions - self.prev_positions) / max(now_s - self.prev_read_s, 1e-3)
         self.prev_positions, self.prev_read_s = positions, now_s
         self.publish(self.joint_topic, proprioception(positions, velocities, self.profile), capture_ns)
@@ -138,6 +140,24 @@ class HardwareNode(Node):
             self.next_status_s = now_s + STATUS_PERIOD_S
             self.publish(self.status_topic, self._status(), capture_ns)
 
+    def _check_remote_torque(self, now_s: float) -> None:
+        """A remote controller that turned its torque off by itself (it lost our heartbeats, or its own
+        safety did): reported once it has lasted half a second, never overridden (a person restarts)."""
+        reported = getattr(self.arm.bus, "reported_torque", None)
+        if reported is None or reported or not self.arm.torque:
+            self.remote_off_since = None
+            return
+        if self.remote_off_since is None:
+            self.remote_off_since = now_s
+        elif now_s - self.remote_off_since > 0.5 and not self.remote_off_logged:
+            self.remote_off_logged = True
+            log.error("hardware: the controller turned its torque off by itself; its arm is stopped")
+
+    def idle(self) -> None:
+        service = getattr(self.arm.bus, "service", None)  # a remote controller stops without our heartbeats
+        if service is not None:
+            service()
+
     def _status(self) -> np.ndarray:
         s = self.arm.bus.stats
         values = {
@@ -145,7 +165,8 @@ class HardwareNode(Node):
             "retries": s.retries,
             "failures": s.failures,
             "servo_errors": s.servo_errors,
-            "torque": int(self.arm.torque),
+            # a remote controller's own report where it gives one (it may stop its arm by itself)
+            "torque": int(getattr(self.arm.bus, "reported_torque", self.arm.torque)),
             "stopped": int(self.arm.stopped is not None),
             **self.arm.stats,
         }

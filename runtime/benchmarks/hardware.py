@@ -1,7 +1,8 @@
 """`python -m launch.bench hardware --profile koch-v1.1 --port emulator`: a real arm's loop, by the numbers.
 
 - `bus_roundtrip_p50_ms` / `bus_roundtrip_p99_ms`: one sync-write of every joint's goal and one sync-read of
-  every joint's position, through the real driver at the profile's baud rate;
+  every joint's position, through the real driver at the profile's baud rate (a remote controller's zmq
+  bus: the calls' cost, a read taking the next state to arrive; no target, as nothing is asked and answered);
 - `e2e_p99_ms` (and p50): the full `launch.hw` graph (camera, microphone, arm, goal, brain planning), each
   action from the capture of its camera frame to its hand-off, as the pipeline benchmark times it;
 - `watchdog_ms` (the profile's) and `watchdog_stop_ms`: the brain process is SIGKILLed while the arm follows
@@ -109,7 +110,8 @@ def run(cfg: HardwareBenchConfig, progress=None) -> Report:
         "hardware",
         config={k: str(v) for k, v in vars(cfg).items()},
         targets={
-            "bus_roundtrip_p99_ms": ("<=", 10.0),
+            # a remote controller's state streams in: no read waits for a reply, so no round trip to judge
+            **({} if profile.bus.type == "zmq" else {"bus_roundtrip_p99_ms": ("<=", 10.0)}),
             "e2e_p99_ms": ("<=", 50.0),
             "watchdog_stop_ms": ("<=", 2 * profile.watchdog_ms),
         },
@@ -121,7 +123,11 @@ def run(cfg: HardwareBenchConfig, progress=None) -> Report:
         video, audio = _sources(scratch)
         camera, mic = camera or video, mic or audio
     hw = HwConfig(profile=cfg.profile, port=cfg.port, camera=camera, mic=mic)
-    graph, params, emulator = prepare(hw)  # the bus probed, the emulator started if asked for
+    try:
+        graph, params, emulator = prepare(hw)  # the bus probed, the emulator started if asked for
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
     try:
         if progress:
             progress("bus round trips")

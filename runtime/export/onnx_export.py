@@ -255,6 +255,7 @@ def export(
         "source": {
             "checkpoint": str(checkpoint_dir),
             "weights_sha256": source["files"][checkpoint.WEIGHTS],
+            "actor_sha256": source["files"].get("actor.pt"),  # distilled again later: this actor is stale
             "model_version": source["model_version"],
             "config": source["config"],
         },

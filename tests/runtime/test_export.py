@@ -20,6 +20,7 @@ from runtime.export.onnx_export import (
 from runtime.export.session import (
     ExportError,
     OnnxEngine,
+    OrtActor,
     OrtRollout,
     OrtWorldModel,
     ensure_export,
@@ -169,9 +170,10 @@ def test_rollouts_between_the_graphs_horizons_run_in_the_next_longer_one(exporte
 
 
 def test_what_no_graph_can_roll_out_falls_back_to_torch(exported):
-    """With the model it was exported from, `OrtRollout` rolls out in torch (counted) what its graphs cannot:
-    a horizon past the longest graph, a correction over other ticks, and anything once the transition's
-    weights changed (a learner's swap); without the model, it refuses."""
+    """With the model it was exported from, `OrtRollout` rolls out in torch (counted by reason) what its
+    graphs cannot: a horizon past the longest graph, a correction over other ticks, and anything while the
+    transition's weights are not the export's (a learner's swap; a rollback brings the graphs back); without
+    the model, it refuses."""
     out, _ = exported
     model, _ = checkpoint.load()  # its own copy: the weights change below
     ort = OrtRollout(out, model=model)
@@ -186,8 +188,12 @@ def test_what_no_graph_can_roll_out_falls_back_to_torch(exported):
         assert ort.fallbacks == 2
         assert float((ort(z0, actions, dt) - model.rollout(z0, actions, dt)).abs().max()) <= TOL
         assert ort.fallbacks == 2  # the graph ran
-        model.predictor.load_state_dict({k: v + 0.01 for k, v in model.predictor.state_dict().items()})
+        exported = {k: v.clone() for k, v in model.predictor.state_dict().items()}
+        model.predictor.load_state_dict({k: v + 0.01 for k, v in exported.items()})
         assert torch.equal(ort(z0, actions, dt), model.rollout(z0, actions, dt))  # as the learner swaps
+        assert ort.fallbacks == 3 and ort.reasons == {"horizon": 1, "correction": 1, "weights": 1}
+        model.predictor.load_state_dict(exported)  # rolled back: the graphs hold these again
+        assert float((ort(z0, actions, dt) - model.rollout(z0, actions, dt)).abs().max()) <= TOL
         assert ort.fallbacks == 3
     with pytest.raises(ExportError, match="no graph for a 31-tick rollout"):
         OrtRollout(out)(z0, longer, long_dt)
@@ -242,6 +248,11 @@ def test_an_export_of_other_weights_or_format_is_refused(exported, tmp_path):
     with pytest.raises(ExportError, match="format 999"):
         load_manifest(copy)
     assert ensure_export(copy)["format_version"] == FORMAT_VERSION  # another runtime's: exported again
+    manifest = json.loads((copy / MANIFEST).read_text())
+    actor = manifest["source"]["actor_sha256"]
+    manifest["source"]["actor_sha256"] = "0" * 64  # the actor distilled again since the export
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    assert ensure_export(copy)["source"]["actor_sha256"] == actor  # exported again, with this actor
 
 
 def test_int8_latents_stay_close_to_fp32(exported, episode):
@@ -261,6 +272,27 @@ def test_int8_latents_stay_close_to_fp32(exported, episode):
     assert 0 < np.median(relative) < 0.03 and np.percentile(relative, 90) < 0.1, np.percentile(
         relative, [50, 90]
     )
+
+
+def test_int8_rollouts_and_actor_stay_close_to_fp32(exported, model):
+    """The int8 rollout (the router's weights in int8; a Raspberry Pi profile plans and carries its belief
+    through it) moves 256 candidates within 2 % of the fp32 graph's displacement, a candidate's rollout
+    hardly depends on the others in its batch (dynamic quantization scales activations per call), and the
+    int8 actor's steps stay within 5 % of fp32's (measured: 0.3 %, 0.1 %, 1.7 %)."""
+    out, _ = exported
+    g = torch.Generator().manual_seed(0)
+    z0 = torch.randn(1, 2 * model.cfg.d_latent, generator=g).expand(256, -1)
+    actions, dt = torch.randn(256, 30, 5, generator=g) * 0.3, torch.full((256, 30), 1 / 30)
+    fp32, int8 = OrtRollout(out), OrtRollout(out, precision="int8")
+    want, got = fp32(z0, actions, dt), int8(z0, actions, dt)
+    moved = float((want - z0[:, None]).norm(dim=-1).mean())
+    assert float((got - want).norm(dim=-1).mean()) / moved < 0.02
+    alone = int8(z0[:1], actions[:1], dt[:1])
+    assert float((got[:1] - alone).norm(dim=-1).mean()) / moved < 0.01
+    z, goal, measured = (torch.randn(64, n, generator=g) for n in (2 * model.cfg.d_latent, 4, 4))
+    step32 = OrtActor(out)(z, goal, measured)
+    step8 = OrtActor(out, precision="int8")(z, goal, measured)
+    assert float((step8 - step32).norm() / step32.norm()) < 0.05
 
 
 def test_the_live_brain_steps_its_belief_in_onnxruntime(exported, episode):

@@ -5,6 +5,7 @@ Its joints move toward their targets at their speed limit while torque is on, an
 it is off. It stops (torque off) when the runtime's heartbeats stop, as a controller must.
 """
 
+import shutil
 import tempfile
 import threading
 import time
@@ -31,9 +32,9 @@ class RemoteArmEmulator:
         self.targets = self.positions.copy()
         self.torque = False
         self.max_velocity, self.period_s = max_velocity_rad_s, 1.0 / state_hz
-        directory = Path(tempfile.mkdtemp(prefix="hamrt-bridge-"))
-        self.port = port or f"ipc://{directory}/state"
-        self.command_port = command_port or f"ipc://{directory}/command"
+        self._directory = Path(tempfile.mkdtemp(prefix="hamrt-bridge-"))
+        self.port = port or f"ipc://{self._directory}/state"
+        self.command_port = command_port or f"ipc://{self._directory}/command"
         self.silenced = False  # a controller that stops publishing (tests)
         self.stops = 0  # times it stopped because the runtime's heartbeats stopped
         self._lock = threading.Lock()
@@ -50,6 +51,7 @@ class RemoteArmEmulator:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(2.0)
+        shutil.rmtree(self._directory, ignore_errors=True)  # its ipc sockets
 
     def __enter__(self) -> "RemoteArmEmulator":
         return self.start()
@@ -62,6 +64,8 @@ class RemoteArmEmulator:
             self.positions[joint] = rad
 
     def _run(self) -> None:
+        """At `state_hz`: commands in, joints moved, the state out. Torque on moves the joints toward their
+        targets (so the arm holds where its targets are, not where it was when torque came on)."""
         pub = Publisher(self.port, "controller")
         sub = Subscriber([self.command_port], {TARGET: "latest", TORQUE: "latest"}, name="controller")
         self._ready.set()
@@ -69,14 +73,14 @@ class RemoteArmEmulator:
         try:
             while not self._stop.is_set():
                 for msg in sub.poll(max(0.0, due - time.monotonic())):
-                    data = np.asarray(msg.data, np.float64)
-                    n = min(len(data), len(self.positions))
+                    data = np.asarray(msg.data, np.float64).reshape(-1)
                     with self._lock:
                         if msg.topic == TARGET:
+                            n = min(len(data), len(self.positions))
                             held = ~np.isfinite(data[:n])  # not driven: hold where it is
                             self.targets[:n] = np.where(held, self.targets[:n], data[:n])
-                        else:
-                            self.torque = bool(data[:n].any())
+                        elif len(data) == 1:  # the arm's one torque switch
+                            self.torque = bool(data[0])
                 pub.service()
                 now = time.monotonic()
                 if now < due:

@@ -106,3 +106,26 @@ def test_the_controller_stops_its_arm_when_the_runtime_goes_silent(controller):
     t0 = time.monotonic()
     assert _eventually(lambda: not controller.torque, 2.0)
     assert time.monotonic() - t0 < 1.5 and controller.stops == 1
+
+
+def test_a_controller_that_stopped_by_itself_is_reported_not_overridden(controller):
+    """Our side silent for a second (no reads, no heartbeats): the controller stops its arm. The bus then
+    reports the controller's torque as off and never turns it back on by itself."""
+    bus = make_bus(PROFILE, controller.port, command_port=controller.command_port)
+    bus.connect()
+    bus.enable_torque()
+    assert _eventually(lambda: bus.sync_read("present_position") and bus.reported_torque)
+    time.sleep(1.0)
+    assert not controller.torque and controller.stops == 1
+    for _ in range(20):
+        bus.sync_read("present_position")
+    assert bus.reported_torque is False and not controller.torque
+    bus.disconnect()
+
+
+def test_torque_is_one_switch_for_the_arm(controller):
+    bus = make_bus(PROFILE, controller.port, command_port=controller.command_port)
+    bus.connect()
+    with pytest.raises(BusError, match="one switch for the whole arm"):
+        bus.write("torque_enable", 0, 1)
+    bus.disconnect()
