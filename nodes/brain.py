@@ -265,19 +265,19 @@ class BrainNode(Node):
             acting = self.params["policy"] == "actor"
             rollout, runs = None, {"rollouts": "torch", "actor": "none" if distilled is None else "torch"}
             if engine is not None:  # plans and the actor through the export as well
-                from runtime.export.session import OrtActor, OrtRollout
+                from runtime.export.session import OrtActor, OrtRollout, exported_from
 
                 threads = int(self.params.get("threads", 1))
                 how = (threads, engine.provider, engine.precision)
                 rollout = OrtRollout(engine.directory, *how, model=wm.model)
                 runs["rollouts"] = f"onnxruntime {engine.precision}"
                 exported = wm.belief_model.manifest
-                same_actor = exported["source"].get("actor_sha256") == wm.manifest["files"].get("actor.pt")
-                if distilled is not None and "actor" in exported["graphs"] and not same_actor:
-                    log.warning("brain: the export's actor is not this checkpoint's: torch runs it")
-                elif distilled is not None and "actor" in exported["graphs"]:
-                    distilled = OrtActor(engine.directory, *how)
-                    runs["actor"] = runs["rollouts"]
+                if distilled is not None and "actor" in exported["graphs"]:
+                    if exported_from(exported, wm.manifest):
+                        distilled = OrtActor(engine.directory, *how)
+                        runs["actor"] = runs["rollouts"]
+                    else:
+                        log.warning("brain: the export's actor is not this checkpoint's: torch runs it")
             self.planner = LivePlanner(
                 wm.model,
                 str(self.params.get("task", "push")),

@@ -149,8 +149,7 @@ class ZmqBus(MotorBus):
         return 0  # no model number: the controller's joints, not servos
 
     def _read(self, servo: int, address: int, size: int) -> int:
-        state = self._latest()
-        return to_ticks(state[servo]) if address == 0 else int(state[-1] > 0.5) if address == 2 else 0
+        return self._sync_read([servo], address, size)[servo]
 
     def _write(self, servo: int, address: int, size: int, value: int) -> None:
         self._sync_write({servo: value}, address, size)
@@ -159,7 +158,7 @@ class ZmqBus(MotorBus):
         state = self._latest()  # one state for all: the joints as the controller read them together
         if address == 0:
             return {s: to_ticks(state[s]) for s in servos}
-        return {s: int(state[-1] > 0.5) if address == 2 else 0 for s in servos}
+        return {s: int(self.reported_torque) if address == 2 else 0 for s in servos}
 
     def disconnect(self) -> None:
         """Torque off, confirmed by the controller's state (a serial bus reads each servo back), then the
@@ -171,7 +170,8 @@ class ZmqBus(MotorBus):
             deadline = time.monotonic() + 1.0
             while time.monotonic() < deadline:
                 try:
-                    if self._latest()[-1] < 0.5:
+                    self._latest()
+                    if not self.reported_torque:
                         break
                 except Retry:
                     pass

@@ -30,6 +30,10 @@ class ExportError(ValueError):
     pass
 
 
+class StaleExport(ExportError):
+    """An export in another format than this runtime's: made by an older one, and made again when asked."""
+
+
 @dataclass(frozen=True)
 class OnnxEngine:
     """Where an export lives and how to run it."""
@@ -67,17 +71,12 @@ def ensure_export(directory: Path, checkpoint_dir: Path | None = None, profile: 
 
     source = checkpoint.read_manifest(checkpoint_dir or checkpoint.DEFAULT_CHECKPOINT)
     try:
-        stale = json.loads((Path(directory) / MANIFEST).read_text()).get("format_version")
-    except (OSError, ValueError, AttributeError):
-        stale = None
-    if stale is not None and stale != FORMAT_VERSION:  # made by an older runtime: its graphs are not ours
-        log.warning("%s: export format %s, not %s: exporting again", directory, stale, FORMAT_VERSION)
-        return export(checkpoint_dir, directory, profile=profile)
-    try:
         manifest = load_manifest(directory)
         if exported_from(manifest, source):
             return manifest
         log.warning("%s was exported from other weights or another actor: exporting again", directory)
+    except StaleExport as exc:  # made by an older runtime: its graphs are not ours
+        log.warning("%s: exporting again", exc)
     except ExportError as exc:
         if (Path(directory) / MANIFEST).exists():
             raise  # a tampered or corrupt export is reported, not silently replaced
@@ -88,10 +87,8 @@ def ensure_export(directory: Path, checkpoint_dir: Path | None = None, profile: 
 def exported_from(manifest: dict, source: dict) -> bool:
     """Whether an export's graphs were made from this checkpoint (its manifest `source`): the world model's
     weights and the distilled actor both."""
-    made = manifest["source"]
-    return made["weights_sha256"] == source["files"][WEIGHTS] and made.get("actor_sha256") == source[
-        "files"
-    ].get("actor.pt")
+    made, files = manifest["source"], source["files"]
+    return made["weights_sha256"] == files[WEIGHTS] and made.get("actor_sha256") == files.get("actor.pt")
 
 
 def load_manifest(directory: Path) -> dict:
@@ -108,7 +105,7 @@ def load_manifest(directory: Path) -> dict:
         raise ExportError(f"{path} is not valid JSON: {exc}") from None
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
-        raise ExportError(f"{path} is export format {version}; this runtime reads format {FORMAT_VERSION}")
+        raise StaleExport(f"{path} is export format {version}; this runtime reads format {FORMAT_VERSION}")
     for name, expected in manifest.get("files", {}).items():
         file = directory / name
         if not file.exists():
@@ -220,22 +217,24 @@ class OrtRollout:
             for k, name in manifest["rollouts"].items()
         }
         self.d_z = 2 * manifest["source"]["config"]["d_latent"]
-        self.model, self.fallbacks = model, 0
+        self.model = model
         self.reasons: dict[str, int] = {}  # fallbacks by reason, each logged the first time
-        params = [] if model is None else list(model.predictor.parameters())
-        self._exported = [p.detach().clone() for p in params]  # the weights the graphs hold
-        self._versions, self._same = [p._version for p in params], True
+        # the transition's parameters: a swap copies into these same tensors (load_state_dict)
+        self._params = [] if model is None else list(model.predictor.parameters())
+        self._exported = [p.detach().clone() for p in self._params]  # the weights the graphs hold
+        self._versions, self._same = [p._version for p in self._params], True
+
+    @property
+    def fallbacks(self) -> int:
+        return sum(self.reasons.values())
 
     def _weights_exported(self) -> bool:
         """Whether the transition's weights are the export's: a swap changes them in place (bumping their
         versions), a rollback may bring them back, so a changed version compares the values."""
-        if self.model is None:
-            return True
-        params = list(self.model.predictor.parameters())
-        versions = [p._version for p in params]
+        versions = [p._version for p in self._params]
         if versions != self._versions:
             self._versions = versions
-            self._same = all(torch.equal(p, e) for p, e in zip(params, self._exported, strict=True))
+            self._same = all(torch.equal(p, e) for p, e in zip(self._params, self._exported, strict=True))
         return self._same
 
     def __call__(self, z0, actions, dt, residual=None, residual_ticks=None) -> torch.Tensor:
@@ -258,7 +257,6 @@ class OrtRollout:
             if reason not in self.reasons:  # said once per reason; the brain logs the counts at exit
                 log.warning("rollouts run in torch instead of onnxruntime where: %s", why)
             self.reasons[reason] = self.reasons.get(reason, 0) + 1
-            self.fallbacks += 1
             return self.model.rollout(z0, actions, dt, residual, residual_ticks)
         if residual is None:
             residual = np.zeros((1, self.d_z), np.float32)
